@@ -1,0 +1,61 @@
+# Copyright: contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Connection options shared by every client module (one meaning, one spelling)."""
+
+    DOCUMENTATION = r'''
+options:
+  host:
+    description:
+      - Host name of the Magrathea service.
+      - The certificate must be valid for this name unless O(validate_certs=false).
+      - Falls back to the environment variable E(MAGRATHEA_<SERVICE>_HOST), where SERVICE is
+        V(NTSAPI), V(CDR) or V(REST).
+    type: str
+  port:
+    description:
+      - TCP port of the service.
+      - Falls back to E(MAGRATHEA_<SERVICE>_PORT).
+    type: int
+  username:
+    description:
+      - Account user name.
+      - Falls back to E(MAGRATHEA_<SERVICE>_USERNAME).
+    type: str
+  password:
+    description:
+      - Account password. Never logged, never put on a command line.
+      - Falls back to E(MAGRATHEA_<SERVICE>_PASSWORD).
+    type: str
+  ca_path:
+    description:
+      - PEM file (or hashed directory) of the CA certificates to trust, normally the Magrathea root CA.
+      - When not set, the operating system's trust store is used, so a root installed
+        with M(magrathea.secure.ca_trust) is trusted.
+      - Falls back to E(MAGRATHEA_CA_FILE).
+    type: path
+  validate_certs:
+    description:
+      - Verify the server certificate and its host name.
+      - Set to V(false) only for a throwaway test; the module then warns, because
+        anyone on the path can read the session, password included.
+    type: bool
+    default: true
+  fingerprint:
+    description:
+      - Pin the server certificate to this SHA-1 or SHA-256 fingerprint (hex, colons optional, any case).
+      - Checked right after the TLS handshake and before any credential is sent;
+        on a mismatch nothing is sent and the task fails naming both fingerprints.
+      - Magrathea publishes the CDR server's SHA-1 fingerprint in its secure-access guide.
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for a connection or an answer.
+    type: float
+    default: 30
+'''

@@ -1,0 +1,1 @@
+"""The Magrathea sandbox: offline NTSAPI, FTPS and REST services for developing and testing playbooks."""
