@@ -109,12 +109,14 @@ class Sandbox:
         cdr_user, cdr_password = self.credentials["CDR"]
         if args.ftps == "vsftpd":
             from sandbox.vsftpd import VsftpdServer
-            # vsftpd authenticates a real local user; one fixed name keeps the host's user list short.
-            cdr_user = "magrathea-sandbox"
+            # vsftpd authenticates a real local user: one per sandbox, so concurrent sandboxes keep their own passwords;
+            # removed again by `down`.
+            cdr_user = "magsbx-" + secrets.token_hex(4)
             self.credentials["CDR"] = (cdr_user, cdr_password)
             self.ftps = VsftpdServer(host=HOST, certfile=self.paths["cert_file"], keyfile=self.paths["key_file"],
                                      username=cdr_user, password=cdr_password, root=ftp_root,
-                                     workdir=os.path.join(self.dir, "vsftpd"), max_connections=args.ftps_max_connections)
+                                     workdir=os.path.join(self.dir, "vsftpd"), max_connections=args.ftps_max_connections,
+                                     remove_user=True)
         else:
             self.ftps = EmbeddedFtpsServer(host=HOST, certfile=self.paths["cert_file"], keyfile=self.paths["key_file"],
                                            username=cdr_user, password=cdr_password, root=ftp_root,
