@@ -16,15 +16,16 @@ SANDBOX_DIR ?= $(CURDIR)/build/sandbox
 DEMO_SANDBOX := $(CURDIR)/build/demo-sandbox
 TEST_SANDBOX := $(CURDIR)/build/test-sandbox
 # Debian packages the real-component tests use.
-DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux
+DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck
 ANSIBLE_TEST_PYTHON := 3.11
 
 .PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
-	@echo "make test      run sanity, unit, sandbox and integration tests"
+	@echo "make test      run sanity, units, sandbox, lint, docs-lint, integration and playbook tests"
+	@echo "make docs      build the HTML reference and guide into build/docs/html"
 	@echo "make sandbox-up SANDBOX_DIR=DIR / make sandbox-down SANDBOX_DIR=DIR"
 	@echo "make bench-ntsapi | bench-cdr | bench-trust"
 
@@ -87,11 +88,36 @@ integration: venv deps collection test-tree
 	$(PY) tests/utils/integration_config.py $(TEST_SANDBOX)/sandbox.json $(PY) $(TEST_ROOT) > $(TEST_ROOT)/tests/integration/integration_config.yml; \
 	cd $(TEST_ROOT) && $(BIN)/ansible-test integration --local --python $(ANSIBLE_TEST_PYTHON) --color no
 
+# Every playbook against a sandbox, in check mode and for real, inside a private mount namespace over the trust stores.
+test-playbooks: venv deps collection
+	tests/utils/test_playbooks.sh
+
+lint: venv collection
+	$(BIN)/ansible-lint
+
+docs-lint: venv collection
+	LINT_ONLY=1 tests/utils/build_docs.sh
+
+# HTML reference and guide in build/docs/html.
+docs: venv collection
+	tests/utils/build_docs.sh
+
+changelog: venv
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog generate
+
+# Build context for an execution environment (ansible-builder create).
+ee: venv
+	tests/utils/build_ee.sh
+
 test: venv deps
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory units
 	$(MAKE) --no-print-directory sandbox-tests
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory test-playbooks
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py

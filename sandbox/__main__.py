@@ -44,8 +44,10 @@ def parse_args(argv):
     group = parser.add_argument_group("NTSAPI fault modes")
     group.add_argument("--ntsapi-delay", type=float, default=0.0, help="seconds before each reply")
     group.add_argument("--ntsapi-max-connections", type=int, default=0, help="refuse connections beyond N")
-    group.add_argument("--ntsapi-drop-after", type=int, default=0, help="on each connection, answer N commands (AUTH included), then drop the connection without a reply")
-    group.add_argument("--ntsapi-garbage-after", type=int, default=0, help="on each connection, answer N commands (AUTH included), then reply with lines that break the grammar")
+    group.add_argument("--ntsapi-drop-after", type=int, default=0,
+                       help="on each connection, answer N commands (AUTH included), then drop the connection without a reply")
+    group.add_argument("--ntsapi-garbage-after", type=int, default=0,
+                       help="on each connection, answer N commands (AUTH included), then reply with lines that break the grammar")
     group = parser.add_argument_group("FTPS options and fault modes")
     group.add_argument("--ftps-tls-max", choices=("1.2", "1.3"), default=None, help="cap the embedded server's TLS version")
     group.add_argument("--ftps-no-tls", action="store_true", help="embedded server without AUTH TLS (clients must refuse it)")

@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import ssl
+from urllib.parse import urlsplit
 
 SERVICES = {
     # service: (default host, default port)
@@ -225,3 +226,30 @@ def endpoint_from_module(module, service):
                         fingerprint=params['fingerprint'], timeout=params['timeout'], service=service)
     except ValueError as exc:
         module.fail_json(msg='%s:%s: %s' % (host, port, exc))
+
+
+def endpoint_from_url(url, ca_path=None, validate_certs=True, fingerprint=None, timeout=DEFAULT_TIMEOUT, service='REST'):
+    """(Endpoint, base path) for an ``https://host[:port]/path/`` base URL, such as the REST API's.
+
+    Raises ValueError with the next step when the URL is not a plain HTTPS base URL.
+    """
+    example = ', e.g. %s' % DEFAULT_REST_URL if service == 'REST' else ''
+    parts = urlsplit((url or '').strip())
+    if parts.scheme.lower() != 'https':
+        raise ValueError('url %s must start with https:// (%s is only reached over TLS)%s' % (url, service, example))
+    if parts.username is not None or parts.password is not None:
+        raise ValueError('url must not hold credentials: give them in username and password so that they are never logged')
+    if parts.query or parts.fragment:
+        raise ValueError('url %s must be a base URL without ?query or #fragment%s' % (url, example))
+    if not parts.hostname:
+        raise ValueError('url %s has no host name%s' % (url, example))
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise ValueError('url %s has an invalid port' % url) from None
+    path = parts.path or '/'
+    if not path.endswith('/'):
+        path += '/'
+    endpoint = Endpoint(parts.hostname, port, ca_path=ca_path, validate_certs=validate_certs, fingerprint=fingerprint,
+                        timeout=timeout, service=service)
+    return endpoint, path
