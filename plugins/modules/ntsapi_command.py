@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# Copyright: contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: ntsapi_command
+short_description: Run raw NTSAPI commands over TLS in one session
+version_added: 0.1.0
+description:
+  - Opens one NTSAPI session inside TLS (certificate and optional pin checked before the password is sent),
+    logs in once, runs the given commands in order and logs out with C(QUIT).
+  - Returns each command's reply code, message and, for multi-line replies (C(ALIST), C(INFO <n> 999 DATA)), its lines.
+  - Stops and fails at the first reply whose code is not 0, unless O(accept_codes) or O(accept_messages) accept it.
+  - Consecutive read-only commands (C(STAT), C(ALIST), C(BLKINFO), C(INFO <n> 999 STATUS|DATA), C(FEAT <n>) without a letter)
+    are pipelined; every other command is sent on its own and its reply awaited before the next one.
+  - For the usual number changes prefer the declarative M(magrathea.secure.ntsapi_number), which reads the state first
+    and only sends what differs.
+author:
+  - magrathea.secure contributors (@magrathea-secure)
+extends_documentation_fragment:
+  - magrathea.secure.connection
+  - magrathea.secure.attributes
+  - magrathea.secure.attributes.actiongroup_magrathea
+attributes:
+  check_mode:
+    support: partial
+    details:
+      - Only the read-only commands are sent; the others are returned with RV(results[].skipped=true) and the task reports changed.
+  diff_mode:
+    support: none
+options:
+  host:
+    default: secure.magrathea-telecom.co.uk
+  port:
+    default: 777
+  commands:
+    description:
+      - NTSAPI command lines, for example V(STAT 01792100001) or V(SET 01792100001 1 S:441792100001@sip.example.com).
+      - C(AUTH) and C(QUIT) are refused before anything is sent; the module logs in with O(username) and O(password), and out, by itself.
+      - Each command must be one line; CR and LF are refused.
+    type: list
+    elements: str
+    required: true
+  accept_codes:
+    description:
+      - Reply codes besides 0 that do not stop the run, for example V(1) to carry on past C(No number found for allocation).
+    type: list
+    elements: int
+    default: []
+  accept_messages:
+    description:
+      - Python regular expressions; a non-zero reply whose message matches one of them does not stop the run.
+    type: list
+    elements: str
+    default: []
+  pipeline_depth:
+    description:
+      - How many read-only commands may be in flight at once. V(1) sends one command and waits for its reply
+        before the next (lock-step). At most 1024.
+    type: int
+    default: 128
+notes:
+  - The task reports changed when a command other than a read-only one was answered with code 0 (in check mode, when one was skipped).
+  - Magrathea forbids guessing credentials; the module sends C(AUTH) once per session and never retries it.
+seealso:
+  - module: magrathea.secure.ntsapi_number
+  - module: magrathea.secure.ntsapi_number_info
+'''
+
+EXAMPLES = r'''
+- name: Allocate the first free number under 01792 and activate it at once
+  magrathea.secure.ntsapi_command:
+    commands:
+      - ALLO 01792______
+  register: allo
+
+- name: Activate what ALLO offered
+  magrathea.secure.ntsapi_command:
+    commands:
+      - "ACTI {{ allo.results[0].message.split()[0] }}"
+
+- name: Several reads, pipelined, with an explicit CA file
+  magrathea.secure.ntsapi_command:
+    ca_path: /home/certificate/mag-root-ca.crt
+    commands:
+      - STAT 01792100001
+      - INFO 01792100001 999 STATUS
+      - ALIST 01792 5
+
+- name: Deactivate, carrying on when the number is not ours any more
+  magrathea.secure.ntsapi_command:
+    commands:
+      - DEAC 01792100001
+    accept_messages:
+      - not allocated to this account
+'''
+
+RETURN = r'''
+results:
+  description: One entry per command run (or skipped), in order, up to and including the first one not accepted.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    command:
+      description: The command as sent.
+      type: str
+      sample: STAT 01792100001
+    code:
+      description:
+        - Reply digit, 0 for success; for a multi-line reply with data lines 0, otherwise the digit of its final line.
+        - Null for a skipped command.
+      type: int
+      sample: 0
+    message:
+      description: Text after the digit of the (final) reply line; null for a skipped command.
+      type: str
+      sample: 01792100001 Y 2026-11-27 S:441792100001@sip.example.com||
+    lines:
+      description: Texts of the C(0 ...) data lines of a multi-line reply (C(ALIST), C(INFO <n> 999 DATA)); empty otherwise.
+      type: list
+      elements: str
+    read_only:
+      description: Whether the command only reads.
+      type: bool
+    skipped:
+      description: True for a command that changes something and was not sent because of check mode.
+      type: bool
+failed_command:
+  description: The entry of RV(results) that stopped the run.
+  returned: failure on a refused reply
+  type: dict
+'''
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
+    CommandOutcome,
+    check_raw_commands,
+    ntsapi_argument_spec,
+    run_module_session,
+    run_raw_commands,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=ntsapi_argument_spec(
+            commands=dict(type='list', elements='str', required=True),
+            accept_codes=dict(type='list', elements='int', default=[]),
+            accept_messages=dict(type='list', elements='str', default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        check_raw_commands(params['commands'])
+        for pattern in params['accept_messages']:
+            re.compile(pattern)
+    except (ValueError, re.error) as exc:
+        module.fail_json(msg='%s. Nothing was sent.' % exc)
+    if not params['commands']:
+        module.exit_json(changed=False, results=[])
+
+    outcome = CommandOutcome()
+
+    def work(session):
+        return run_raw_commands(session, params['commands'], check_mode=module.check_mode, accept_codes=params['accept_codes'],
+                                accept_messages=params['accept_messages'], outcome=outcome)
+
+    run_module_session(module, work, partial=lambda: {'results': outcome.results, 'changed': outcome.changed})
+    if outcome.failed is not None:
+        failed = outcome.failed
+        module.fail_json(msg='%s answered %d %s; the commands after it were not sent (accept this reply with accept_codes or accept_messages)'
+                         % (failed['command'], failed['code'], failed['message']),
+                         results=outcome.results, failed_command=failed, changed=outcome.changed)
+    module.exit_json(changed=outcome.changed, results=outcome.results)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,153 @@
+# Copyright: contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The glue of ntsapi_command, ntsapi_number and ntsapi_number_info, run through main() against the sandbox's
+NTSAPI server in this process (TLS on 127.0.0.1, a fresh CA): options, refusals before sending, check and diff mode,
+warnings, and the password kept out of every result and of the server's log."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.magrathea.secure import sandbox as sandbox_package
+from ansible_collections.magrathea.secure.plugins.modules import ntsapi_command, ntsapi_number, ntsapi_number_info
+from ansible_collections.magrathea.secure.sandbox import pki
+from ansible_collections.magrathea.secure.sandbox import registry as registry_module
+
+# sandbox/ntsapi.py imports its sibling as `sandbox.registry` (it runs as `python -m sandbox`).
+sys.modules.setdefault('sandbox', sandbox_package)
+sys.modules.setdefault('sandbox.registry', registry_module)
+from ansible_collections.magrathea.secure.sandbox import ntsapi as sandbox_ntsapi  # noqa: E402 pylint: disable=wrong-import-position
+
+PASSWORD = 'Unit-Sandbox-Password-5k'
+MUTATING = ('ALLO', 'ACTI', 'DEAC', 'REAC', 'SET', 'ORDE', 'SPIN')
+
+
+class Server:
+    """The sandbox NTSAPI server with its own CA, its command log and the module arguments that reach it."""
+
+    def __init__(self, tmp_path, **faults):
+        paths = pki.write_server_pki(str(tmp_path / 'pki'))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(paths['cert_file'], paths['key_file'])
+        self.log_path = tmp_path / 'ntsapi.log'
+        self.registry = sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099'], taken=['01792100007'], ported=[])
+        self.server = sandbox_ntsapi.NtsapiServer(host='127.0.0.1', ssl_context=context, registry=self.registry, username='unit',
+                                                  password=PASSWORD, log_path=str(self.log_path), **faults).start()
+        self.args = {'host': 'localhost', 'port': self.server.port, 'username': 'unit', 'password': PASSWORD,
+                     'ca_path': paths['ca_file'], 'timeout': 5}
+
+    def commands(self):
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line)['command'] for line in self.log_path.read_text().splitlines()]
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.fixture(name='server')
+def server_fixture(tmp_path):
+    server = Server(tmp_path)
+    yield server
+    server.stop()
+
+
+def run(module, capsys, args, check_mode=False, diff=False):
+    args = dict(args)
+    if check_mode:
+        args['_ansible_check_mode'] = True
+    if diff:
+        args['_ansible_diff'] = True
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as caught:
+            module.main()
+    output = capsys.readouterr().out
+    assert PASSWORD not in output
+    return caught.value.code, json.loads(output)
+
+
+def test_info_reads_many_numbers_and_a_prefix(server, capsys):
+    server.registry.activate('01792100001')
+    server.registry.set_target('01792100001', 1, 'S:441792100001@sip.example.com')
+    numbers = ['0179210%04d' % index for index in range(50)]
+    code, result = run(ntsapi_number_info, capsys, dict(server.args, numbers=numbers, prefix='0179210000', quantity=3))
+    assert code == 0 and result['changed'] is False
+    assert [fact['number'] for fact in result['numbers']] == numbers
+    assert result['numbers'][1]['targets'] == [{'index': 1, 'value': 'S:441792100001@sip.example.com', 'kind': 'sip'}]
+    assert result['numbers'][7]['state'] == 'unallocated'
+    assert len(result['available']) == 3 and result['available_message'] == 'End of list'
+    assert [command.split()[0] for command in server.commands()].count('AUTH') == 1
+    assert not [command for command in server.commands() if command.split()[0] in MUTATING]
+
+
+@pytest.mark.parametrize('module, args, text', [
+    (ntsapi_number_info, {'numbers': ['1234']}, 'UK national format'),
+    (ntsapi_number_info, {'prefix': '01792', 'quantity': 0}, 'quantity must be between 1 and 1000'),
+    (ntsapi_number_info, {'prefix': '01792 1'}, 'prefix'),
+    (ntsapi_number_info, {'numbers': ['01792100001'], 'pipeline_depth': 0}, 'pipeline_depth must be between 1'),
+    (ntsapi_command, {'commands': ['STAT 01792100001', 'AUTH unit ' + PASSWORD]}, 'commands[1] is AUTH'),
+    (ntsapi_command, {'commands': ['STAT 01792100001'], 'accept_messages': ['(unclosed']}, 'Nothing was sent'),
+    (ntsapi_number, {'numbers': ['01792100001'], 'targets': ['sip:user@host']}, 'Accepted forms'),
+    (ntsapi_number, {'numbers': ['01792100001'], 'emergency': {'name': 'N' * 51, 'postcode': 'SA1 1AA'}}, 'at most 50'),
+])
+def test_refused_before_connecting(server, capsys, module, args, text):
+    code, result = run(module, capsys, dict(server.args, **args))
+    assert code == 1 and text in result['msg']
+    assert server.commands() == []
+
+
+def test_number_check_mode_then_change_then_idempotent(server, capsys):
+    args = dict(server.args, numbers=['01792100002', '01792100003'], targets=['S:{international}@sip.example.com'])
+    code, checked = run(ntsapi_number, capsys, args, check_mode=True, diff=True)
+    assert code == 0 and checked['changed'] is True
+    assert not [command for command in server.commands() if command.split()[0] in MUTATING]
+    assert set(checked['diff']['after']) == {'01792100002', '01792100003'}
+
+    code, changed = run(ntsapi_number, capsys, args, diff=True)
+    assert code == 0 and changed['changed'] is True
+    assert changed['numbers'][0]['commands'] == checked['numbers'][0]['commands']
+    assert changed['numbers'][0]['after']['targets'][0]['value'] == 'S:441792100002@sip.example.com'
+
+    code, again = run(ntsapi_number, capsys, args, diff=True)
+    assert code == 0 and again['changed'] is False and again['diff'] == {'before': {}, 'after': {}}
+
+
+def test_number_failures_are_per_number(server, capsys):
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=['01792100007', '01792100004']))
+    assert code == 1 and result['changed'] is True
+    assert result['msg'].startswith('1 of 2 numbers failed: 01792100007: not available for allocation')
+    assert [entry['failed'] for entry in result['numbers']] == [True, False]
+
+
+def test_command_check_mode_skips_changes(server, capsys):
+    code, result = run(ntsapi_command, capsys, dict(server.args, commands=['ALIST 0179210000 2', 'ALLO 01792100005']), check_mode=True)
+    assert code == 0 and result['changed'] is True
+    assert [entry['skipped'] for entry in result['results']] == [False, True]
+    assert 'ALLO 01792100005' not in server.commands()
+
+
+def test_wrong_password_one_auth_and_no_secret(server, capsys):
+    code, result = run(ntsapi_number_info, capsys, dict(server.args, numbers=['01792100001'], password='Wrong-Password-Unit-1'))
+    assert code == 1 and 'refused AUTH' in result['msg'] and 'Wrong-Password-Unit-1' not in json.dumps(result)
+    assert server.commands() == ['AUTH unit ********']
+    assert PASSWORD not in server.log_path.read_text()
+
+
+def test_fall_back_is_a_warning(tmp_path, capsys):
+    server = Server(tmp_path, drop_after=10)
+    try:
+        numbers = ['0179210%04d' % index for index in range(12)]
+        code, result = run(ntsapi_number_info, capsys, dict(server.args, numbers=numbers))
+    finally:
+        server.stop()
+    assert code == 0 and len(result['numbers']) == 12
+    # AnsibleModule keeps warnings process-wide, so other tests' warnings may be listed too.
+    fall_backs = [warning for warning in result['warnings'] if 'one command at a time' in json.dumps(warning)]
+    assert len(fall_backs) == 1 and 'closed the connection' in json.dumps(fall_backs[0])
