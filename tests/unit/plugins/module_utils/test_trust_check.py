@@ -1,0 +1,199 @@
+# Copyright: contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""trust_check against real TLS, explicit FTPS and HTTPS servers on loopback, per store."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+
+import pytest
+
+from ansible_collections.magrathea.secure.plugins.module_utils import _trust_check
+from ansible_collections.magrathea.secure.plugins.module_utils._truststore import TrustStore, TrustStoreError
+from ansible_collections.magrathea.secure.sandbox import pki
+
+
+class Server:
+    """Serves every connection until closed: plain TLS, explicit FTPS (AUTH TLS) or HTTPS."""
+
+    def __init__(self, certificate, key, tmp_path, protocol='tls', refuse_auth=False):
+        cert_file, key_file = tmp_path / ('%s.pem' % protocol), tmp_path / ('%s.key' % protocol)
+        cert_file.write_bytes(pki.certificate_pem(certificate))
+        key_file.write_bytes(pki.key_pem(key))
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert_file), str(key_file))
+        self.protocol = protocol
+        self.refuse_auth = refuse_auth
+        self.received = []
+        self.connections = 0
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                raw, dummy = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        raw.settimeout(5)
+        try:
+            if self.protocol == 'ftps':
+                raw.sendall(b'220-Magrathea test FTP\r\n220 ready\r\n')
+                self.received.append(raw.recv(100))
+                if self.refuse_auth:
+                    raw.sendall(b'500 AUTH not understood\r\n')
+                    return
+                raw.sendall(b'234 AUTH TLS successful\r\n')
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                data = tls.recv(4096)
+                self.received.append(data)
+                if self.protocol == 'https':
+                    tls.sendall(b'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n')
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            raw.close()
+
+    def close(self):
+        self.listener.close()
+
+
+class AnchorStore(TrustStore):
+    kind = 'test'
+
+    def __init__(self, path, ders, error=None):
+        super().__init__(path)
+        self.ders = ders
+        self.error = error
+
+    def anchors(self):
+        if self.error:
+            raise TrustStoreError(self.error)
+        return self.ders
+
+
+@pytest.fixture(name='authority', scope='module')
+def authority_fixture():
+    return pki.CertificateAuthority('Magrathea Check Root')
+
+
+def der(certificate):
+    return certificate.public_bytes(pki.serialization.Encoding.DER)
+
+
+@pytest.fixture(name='servers')
+def servers_fixture(authority, tmp_path):
+    certificate, key = authority.issue()
+    made = dict((protocol, Server(certificate, key, tmp_path, protocol)) for protocol in ('tls', 'ftps', 'https'))
+    made['certificate'] = certificate
+    yield made
+    for protocol in ('tls', 'ftps', 'https'):
+        made[protocol].close()
+
+
+def stores(authority):
+    return [AnchorStore('/trusting', [der(pki.CertificateAuthority('Unrelated').certificate), der(authority.certificate)]),
+            AnchorStore('/other', [der(pki.CertificateAuthority('Other Root').certificate)]),
+            AnchorStore('/empty', []),
+            AnchorStore('/unreadable', [], error='cannot read /unreadable: Permission denied')]
+
+
+@pytest.mark.parametrize('protocol', ['tls', 'ftps', 'https'])
+def test_each_store_is_checked_on_its_own(authority, servers, protocol):
+    target = _trust_check.Target('localhost', servers[protocol].port, protocol)
+    endpoints, results = _trust_check.check([target], stores(authority), timeout=5)
+    assert endpoints[0]['sha256'] == pki.fingerprints(servers['certificate'])['sha256']
+    assert endpoints[0]['fingerprint_matches'] is None and 'error' not in endpoints[0]
+    by_store = dict((row['store'], row) for row in results)
+    assert by_store['/trusting']['trusted'] is True and 'error' not in by_store['/trusting']
+    assert by_store['/other']['trusted'] is False and 'unable to get local issuer certificate' in by_store['/other']['error']
+    assert by_store['/empty']['error'] == '/empty trusts no CA certificate'
+    assert 'Permission denied' in by_store['/unreadable']['error']
+    if protocol == 'ftps':
+        assert b'AUTH TLS\r\n' in servers['ftps'].received and b'QUIT\r\n' in servers['ftps'].received
+    if protocol == 'https':
+        assert endpoints[0]['http_status'] == 204
+        assert any(data.startswith(b'GET / HTTP/1.1\r\nHost: localhost\r\n') for data in servers['https'].received)
+
+
+def test_host_name_is_checked(authority, servers):
+    endpoints, results = _trust_check.check([_trust_check.Target('127.0.0.2', servers['tls'].port)], stores(authority)[:1], timeout=5)
+    assert results[0]['trusted'] is False
+
+
+def test_pin_is_checked_apart_from_trust(authority, servers):
+    prints = pki.fingerprints(servers['certificate'])
+    good = _trust_check.Target('localhost', servers['tls'].port, fingerprint=prints['sha1'])
+    wrong_pin = 'AA:' * 31 + 'AA'
+    bad = _trust_check.Target('localhost', servers['ftps'].port, 'ftps', fingerprint=wrong_pin, name='cdr')
+    endpoints, results = _trust_check.check([good, bad], stores(authority)[:1], timeout=5)
+    assert endpoints[0]['fingerprint_matches'] is True
+    assert endpoints[1]['fingerprint_matches'] is False and 'does not match pinned SHA256' in endpoints[1]['error']
+    assert prints['sha256'] in endpoints[1]['error']
+    assert [row['trusted'] for row in results] == [True, True]
+
+
+def test_unreachable_endpoint(authority):
+    listener = socket.create_server(('127.0.0.1', 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    endpoints, results = _trust_check.check([_trust_check.Target('localhost', port)], stores(authority)[:1], timeout=5)
+    assert 'cannot connect to localhost:%d' % port in endpoints[0]['error']
+    assert results[0]['trusted'] is False and 'cannot connect' in results[0]['error']
+
+
+def test_ftps_server_without_auth_tls(authority, tmp_path):
+    certificate, key = authority.issue()
+    server = Server(certificate, key, tmp_path, 'ftps', refuse_auth=True)
+    try:
+        endpoints, dummy = _trust_check.check([_trust_check.Target('localhost', server.port, 'ftps')], stores(authority)[:1], timeout=5)
+    finally:
+        server.close()
+    assert 'refused AUTH TLS' in endpoints[0]['error'] and 'does not offer explicit FTPS' in endpoints[0]['error']
+
+
+@pytest.mark.parametrize('item, expected', [
+    ({'url': 'https://restapi.magrathea.net:8443/v1/'}, ('restapi.magrathea.net', 8443, 'https', '/v1/')),
+    ({'url': 'https://portal.magrathea.net/portal/'}, ('portal.magrathea.net', 443, 'https', '/portal/')),
+    ({'host': 'cdr.magrathea-telecom.co.uk', 'protocol': 'ftps'}, ('cdr.magrathea-telecom.co.uk', 21, 'ftps', '/')),
+    ({'host': 'secure.magrathea-telecom.co.uk', 'port': 777}, ('secure.magrathea-telecom.co.uk', 777, 'tls', '/')),
+])
+def test_targets_from_options(item, expected):
+    target = _trust_check.Target.from_option(item)
+    assert (target.host, target.port, target.protocol, target.path) == expected
+
+
+@pytest.mark.parametrize('item, message', [
+    ({'url': 'ftp://cdr.example/'}, 'must be an https:// URL'),
+    ({'host': 'secure.magrathea-telecom.co.uk'}, 'needs a port'),
+    ({'host': 'x', 'port': 1, 'fingerprint': 'zz'}, 'not hexadecimal'),
+])
+def test_bad_targets(item, message):
+    with pytest.raises(ValueError, match=message):
+        _trust_check.Target.from_option(item)
+
+
+def test_required_and_table():
+    check = _trust_check.StoreCheck.__new__(_trust_check.StoreCheck)
+    check.kind, check.path = 'java', '/opt/app/trust.p12'
+    assert _trust_check.is_required(check, ['all'])
+    assert _trust_check.is_required(check, ['java'])
+    assert _trust_check.is_required(check, ['/opt/app/trust.p12'])
+    assert not _trust_check.is_required(check, ['system', 'nss'])
+    text = _trust_check.table([dict(name='ntsapi', protocol='tls', store='/etc/ssl/certs/ca-certificates.crt', error='did not verify; hint')])
+    assert text.splitlines()[1].split() == ['ntsapi', 'tls', '/etc/ssl/certs/ca-certificates.crt', 'did', 'not', 'verify']
+
+
+def test_stores_with_the_same_certificates_share_one_handshake(authority, servers):
+    twins = [AnchorStore('/one', [der(authority.certificate)]), AnchorStore('/two', [der(authority.certificate)])]
+    endpoints, results = _trust_check.check([_trust_check.Target('localhost', servers['tls'].port)], twins, timeout=5)
+    assert [row['trusted'] for row in results] == [True, True]
+    assert servers['tls'].connections == 2  # the pin probe and one verified handshake for both stores
