@@ -27,6 +27,7 @@ help:
 	@echo "make test      run sanity, units, sandbox, lint, docs-lint, integration and playbook tests"
 	@echo "make docs      build the HTML reference and guide into build/docs/html"
 	@echo "make sandbox-up SANDBOX_DIR=DIR / make sandbox-down SANDBOX_DIR=DIR"
+	@echo "make integration TARGETS=\"sandbox cdr_sync\"   run some integration targets only"
 	@echo "make bench-ntsapi | bench-cdr | bench-trust"
 
 venv: $(VENV)/.installed
@@ -86,7 +87,7 @@ integration: venv deps collection test-tree
 	@$(PY) -m sandbox up --dir $(TEST_SANDBOX) >/dev/null
 	@trap '$(PY) -m sandbox down --dir $(TEST_SANDBOX) >/dev/null' EXIT; \
 	$(PY) tests/utils/integration_config.py $(TEST_SANDBOX)/sandbox.json $(PY) $(TEST_ROOT) > $(TEST_ROOT)/tests/integration/integration_config.yml; \
-	cd $(TEST_ROOT) && $(BIN)/ansible-test integration --local --python $(ANSIBLE_TEST_PYTHON) --color no
+	cd $(TEST_ROOT) && $(BIN)/ansible-test integration --local --python $(ANSIBLE_TEST_PYTHON) --color no $(TARGETS)
 
 # Every playbook against a sandbox, in check mode and for real, inside a private mount namespace over the trust stores.
 test-playbooks: venv deps collection

@@ -6,22 +6,14 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """Connection options shared by every client module (one meaning, one spelling)."""
+    """Connection options shared by every client module (one meaning, one spelling).
+
+    DOCUMENTATION holds the options of every service; NTSAPI and CDR add the host and port with that service's defaults
+    (the REST module takes a URL instead).
+    """
 
     DOCUMENTATION = r'''
 options:
-  host:
-    description:
-      - Host name of the Magrathea service.
-      - The certificate must be valid for this name unless O(validate_certs=false).
-      - Falls back to the environment variable E(MAGRATHEA_<SERVICE>_HOST), where SERVICE is
-        V(NTSAPI), V(CDR) or V(REST).
-    type: str
-  port:
-    description:
-      - TCP port of the service.
-      - Falls back to E(MAGRATHEA_<SERVICE>_PORT).
-    type: int
   username:
     description:
       - Account user name.
@@ -58,4 +50,38 @@ options:
       - Seconds to wait for a connection or an answer.
     type: float
     default: 30
+'''
+
+    NTSAPI = r'''
+options:
+  host:
+    description:
+      - Host name of the NTSAPI endpoint (NTSAPI over TLS).
+      - The certificate must be valid for this name unless O(validate_certs=false).
+      - Falls back to the environment variable E(MAGRATHEA_NTSAPI_HOST).
+    type: str
+    default: secure.magrathea-telecom.co.uk
+  port:
+    description:
+      - TCP port of the NTSAPI endpoint (NTSAPI over TLS).
+      - Falls back to E(MAGRATHEA_NTSAPI_PORT).
+    type: int
+    default: 777
+'''
+
+    CDR = r'''
+options:
+  host:
+    description:
+      - Host name of the CDR server (explicit FTP over TLS).
+      - The certificate must be valid for this name unless O(validate_certs=false).
+      - Falls back to the environment variable E(MAGRATHEA_CDR_HOST).
+    type: str
+    default: cdr.magrathea-telecom.co.uk
+  port:
+    description:
+      - TCP port of the CDR server (explicit FTP over TLS).
+      - Falls back to E(MAGRATHEA_CDR_PORT).
+    type: int
+    default: 21
 '''

@@ -26,6 +26,7 @@ author:
 requirements:
   - requests (Python library) on the host that runs the module
 extends_documentation_fragment:
+  - magrathea.secure.connection
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - magrathea.secure.attributes.info_module
@@ -38,42 +39,12 @@ options:
       - Falls back to the environment variable E(MAGRATHEA_REST_URL).
     type: str
     default: https://restapi.magrathea.net:8443/v1/
-  username:
-    description:
-      - Account user name.
-      - Falls back to E(MAGRATHEA_REST_USERNAME). Required, here or in the environment.
-    type: str
-  password:
-    description:
-      - Account password. Never logged, never put on a command line.
-      - Falls back to E(MAGRATHEA_REST_PASSWORD). Required, here or in the environment.
-    type: str
-  ca_path:
-    description:
-      - PEM file (or hashed directory) of the CA certificates to trust, normally the Magrathea root CA.
-      - When not set, the operating system's trust store is used, so a root installed
-        with M(magrathea.secure.ca_trust) or the C(magrathea.secure.trust) role is trusted.
-      - Falls back to E(MAGRATHEA_CA_FILE).
-    type: path
-  validate_certs:
-    description:
-      - Verify the server certificate and its host name.
-      - Set to V(false) only for a throwaway test; the module then warns, because
-        anyone on the path can read the session, password included.
-    type: bool
-    default: true
   fingerprint:
     description:
       - Pin the server certificate to this SHA-1 or SHA-256 fingerprint (hex, colons optional, any case).
       - Checked right after the TLS handshake and before the request and its credentials are sent;
         on a mismatch nothing is sent and the task fails naming both fingerprints.
       - With a pin, the certificate must be exactly the pinned one and chain to a trusted CA; its host name is not checked again.
-    type: str
-  timeout:
-    description:
-      - Seconds to wait for a connection or an answer.
-    type: float
-    default: 30
   retries:
     description:
       - How many times to retry after a timeout, a lost connection or an HTTP 500, 502, 503 or 504 answer,

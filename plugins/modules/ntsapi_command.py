@@ -22,6 +22,7 @@ author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
   - magrathea.secure.connection
+  - magrathea.secure.connection.ntsapi
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
 attributes:
@@ -32,10 +33,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  host:
-    default: secure.magrathea-telecom.co.uk
-  port:
-    default: 777
   commands:
     description:
       - NTSAPI command lines, for example V(STAT 01792100001) or V(SET 01792100001 1 S:441792100001@sip.example.com).

@@ -23,6 +23,7 @@ author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
   - magrathea.secure.connection
+  - magrathea.secure.connection.ntsapi
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
 attributes:
@@ -33,10 +34,6 @@ attributes:
   diff_mode:
     support: full
 options:
-  host:
-    default: secure.magrathea-telecom.co.uk
-  port:
-    default: 777
   numbers:
     description:
       - The numbers to manage, in UK national format (V(01792100001)), P instead of the leading 0 for a number ported in

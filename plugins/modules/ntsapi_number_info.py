@@ -22,14 +22,11 @@ author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
   - magrathea.secure.connection
+  - magrathea.secure.connection.ntsapi
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - magrathea.secure.attributes.info_module
 options:
-  host:
-    default: secure.magrathea-telecom.co.uk
-  port:
-    default: 777
   numbers:
     description:
       - Numbers to read, in UK national format (V(01792100001)), P instead of the leading 0 for a number
