@@ -103,9 +103,10 @@ docs-lint: venv collection
 docs: venv collection
 	tests/utils/build_docs.sh
 
-changelog: venv
+# CHANGELOG.md from changelogs/changelog.yaml and the fragments.
+changelog: venv collection
 	$(BIN)/antsibull-changelog lint
-	$(BIN)/antsibull-changelog generate
+	PATH=$(BIN):$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.ansible/collections $(BIN)/antsibull-changelog generate
 
 # Build context for an execution environment (ansible-builder create).
 ee: venv
