@@ -224,7 +224,7 @@ class EndpointAdapter(HTTPAdapter):
 
     def cert_verify(self, conn, url, verify, cert):
         # requests would point the pool at certifi's bundle, which urllib3 then loads into our context.
-        conn.cert_reqs = 'CERT_REQUIRED' if self.endpoint.validate_certs else 'CERT_NONE'
+        conn.cert_reqs = 'CERT_REQUIRED' if self.endpoint.validate_certs else 'CERT_NONE'  # insecure-by-request
         conn.ca_certs = None
         conn.ca_cert_dir = None
 

@@ -98,7 +98,8 @@ def certificate_fingerprint(der, algorithm='sha256'):
 class Endpoint:
     """One TLS endpoint and every decision about how to trust it."""
 
-    def __init__(self, host, port, ca_path=None, validate_certs=True, fingerprint=None, timeout=DEFAULT_TIMEOUT, service='NTSAPI'):
+    def __init__(self, host, port, ca_path=None, validate_certs=True, fingerprint=None, timeout=DEFAULT_TIMEOUT, service='NTSAPI',
+                 context=None):
         self.host = host
         self.port = int(port)
         self.ca_path = ca_path
@@ -106,7 +107,8 @@ class Endpoint:
         self.pin_algorithm, self.pin = normalize_fingerprint(fingerprint) if fingerprint else (None, None)
         self.timeout = float(timeout) if timeout else None
         self.service = service
-        self._context = None
+        # A context built for the same trust decisions may be shared: it does not depend on the host.
+        self._context = context
 
     def describe(self):
         return '%s:%d' % (self.host, self.port)
