@@ -271,6 +271,26 @@ def der_certificates(data):
                 continue
 
 
+def file_certificates(path):
+    """The DER bytes of every certificate in the file at ``path`` (PEM, or one DER certificate), unchecked.
+
+    An unreadable file, or one that is neither, gives an empty list: for reading store contents, not user input.
+    """
+    try:
+        with open(path, 'rb') as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    if b'-----BEGIN' in data:
+        return list(der_certificates(data))
+    return [data] if data[:1] == b'\x30' else []
+
+
+def file_sha256s(path):
+    """The SHA-256 (hex) of every certificate in the file at ``path``, as file_certificates reads it."""
+    return [hashlib.sha256(der).hexdigest() for der in file_certificates(path)]
+
+
 def parse_certificates(data, source='content'):
     """Every certificate in ``data`` (PEM with one or more certificates, or one DER certificate).
 

@@ -26,7 +26,7 @@ import re
 import shutil
 import tempfile
 
-from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, pem_text, slug
+from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, file_certificates, file_sha256s, pem_text, slug
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
     Change, Holding, TrustStore, TrustStoreError, find_tool,
 )
@@ -314,9 +314,9 @@ class FirefoxPolicy(TrustStore):
     def held(self, anchor, entry):
         holders = []
         for item in self._install_list():
-            if isinstance(item, str) and os.path.isabs(item) and anchor.sha256 in _file_shas(item):
+            if isinstance(item, str) and os.path.isabs(item) and anchor.sha256 in file_sha256s(item):
                 holders.append((item, True))
-        own = _file_shas(entry) if entry else []
+        own = file_sha256s(entry) if entry else []
         return Holding(holders, own[0] if own else None)
 
     def apply(self, change):
@@ -344,23 +344,8 @@ class FirefoxPolicy(TrustStore):
         ders = []
         for item in self._install_list():
             if isinstance(item, str) and os.path.isabs(item):
-                try:
-                    with open(item, 'rb') as handle:
-                        data = handle.read()
-                except OSError:
-                    continue
-                ders.extend(der_certificates(data) if b'-----BEGIN' in data else [data])
+                ders.extend(file_certificates(item))
         return ders
-
-
-def _file_shas(path):
-    try:
-        with open(path, 'rb') as handle:
-            data = handle.read()
-    except OSError:
-        return []
-    ders = list(der_certificates(data)) if b'-----BEGIN' in data else [data]
-    return [hashlib.sha256(der).hexdigest() for der in ders]
 
 
 def _write_file(path, text):

@@ -19,7 +19,7 @@ import hashlib
 import os
 import tempfile
 
-from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates
+from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, file_sha256s
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
     Change, Holding, TrustStore, TrustStoreError, find_tool,
 )
@@ -87,19 +87,6 @@ def detect_family(os_release):
     return None
 
 
-def _file_shas(path):
-    try:
-        with open(path, 'rb') as handle:
-            data = handle.read()
-    except OSError:
-        return []
-    if b'-----BEGIN' in data:
-        return [hashlib.sha256(der).hexdigest() for der in der_certificates(data)]
-    if data[:1] == b'\x30':
-        return [hashlib.sha256(data).hexdigest()]
-    return []
-
-
 class SystemStore(TrustStore):
     """The administrator's anchor directory and the bundle its refresh tool extracts."""
 
@@ -127,7 +114,7 @@ class SystemStore(TrustStore):
                     for filename in sorted(files):
                         if self.family.any_extension or filename.endswith(self.family.extension):
                             full = os.path.join(root, filename)
-                            self._files[os.path.relpath(full, self.path)] = _file_shas(full)
+                            self._files[os.path.relpath(full, self.path)] = file_sha256s(full)
                     if not self.family.recursive:
                         break
             try:

@@ -114,6 +114,17 @@ def test_read_anchors_from_a_file(authority, tmp_path):
         _certificate.read_anchors(src=str(tmp_path))
 
 
+def test_store_files_are_read_as_pem_or_der_and_never_fail(authority, tmp_path):
+    other = pki.CertificateAuthority('Magrathea Other Root CA')
+    (tmp_path / 'bundle.pem').write_bytes(pem(authority.certificate) + pem(other.certificate))
+    (tmp_path / 'one.der').write_bytes(der(other.certificate))
+    (tmp_path / 'notes.txt').write_text('not a certificate\n')
+    assert _certificate.file_certificates(str(tmp_path / 'bundle.pem')) == [der(authority.certificate), der(other.certificate)]
+    assert _certificate.file_sha256s(str(tmp_path / 'one.der')) == [hashlib.sha256(der(other.certificate)).hexdigest()]
+    assert _certificate.file_certificates(str(tmp_path / 'notes.txt')) == []
+    assert _certificate.file_sha256s(str(tmp_path / 'missing.pem')) == []
+
+
 def test_validate_accepts_a_current_ca(authority):
     anchors = _certificate.parse_certificates(pem(authority.certificate))
     assert _certificate.validate_anchors(anchors) == []
