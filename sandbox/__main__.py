@@ -17,7 +17,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -63,15 +62,6 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def server_context(paths, maximum=None):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if maximum == "1.2":
-        context.maximum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(paths["cert_file"], paths["key_file"])
-    return context
-
-
 class Sandbox:
     """The three services of one sandbox, sharing one CA and one number registry."""
 
@@ -89,13 +79,13 @@ class Sandbox:
         self.credentials = {service: ("sandbox-" + service.lower(), secrets.token_urlsafe(18)) for service in ("NTSAPI", "CDR", "REST")}
         registry = NumberRegistry(account=ACCOUNT)
         self.ntsapi = NtsapiServer(
-            host=HOST, ssl_context=server_context(self.paths), registry=registry,
+            host=HOST, ssl_context=pki.server_context(self.paths["cert_file"], self.paths["key_file"]), registry=registry,
             username=self.credentials["NTSAPI"][0], password=self.credentials["NTSAPI"][1],
             log_path=os.path.join(self.dir, "ntsapi.log"), delay=args.ntsapi_delay,
             max_connections=args.ntsapi_max_connections, drop_after=args.ntsapi_drop_after, garbage_after=args.ntsapi_garbage_after,
         )
         self.rest = RestServer(
-            host=HOST, ssl_context=server_context(self.paths), registry=registry,
+            host=HOST, ssl_context=pki.server_context(self.paths["cert_file"], self.paths["key_file"]), registry=registry,
             username=self.credentials["REST"][0], password=self.credentials["REST"][1], account=ACCOUNT,
             funds=args.funds, fail_times=args.rest_fail_times, malformed=args.rest_malformed,
         )

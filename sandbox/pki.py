@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -108,6 +109,23 @@ def write_private(path, data):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def server_context(cert_file, key_file):
+    """A server-side SSLContext (TLS 1.2 at least) for the certificate and key files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def issued_server_context(certificate, key, directory, name="server"):
+    """server_context() for an issued certificate and key, written first to ``directory`` as NAME.pem and NAME.key."""
+    cert_file, key_file = os.path.join(directory, name + ".pem"), os.path.join(directory, name + ".key")
+    with open(cert_file, "wb") as handle:
+        handle.write(certificate_pem(certificate))
+    write_private(key_file, key_pem(key))
+    return server_context(cert_file, key_file)
 
 
 def write_server_pki(directory, hosts=("localhost", "127.0.0.1")):

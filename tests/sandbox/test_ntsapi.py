@@ -12,7 +12,7 @@ import time
 import pytest
 
 from sandbox.ntsapi import GREETING, NtsapiServer
-from sandbox.pki import write_server_pki
+from sandbox.pki import server_context, write_server_pki
 from sandbox.registry import NumberRegistry, expand_pool_entry
 
 PASSWORD = "s3cret pass phrase"
@@ -28,9 +28,7 @@ def pki_fixture(tmp_path_factory):
 
 @pytest.fixture(scope="module", name="server_context")
 def server_context_fixture(pki):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki["cert_file"], pki["key_file"])
-    return context
+    return server_context(pki["cert_file"], pki["key_file"])
 
 
 @pytest.fixture(scope="module", name="client_context")

@@ -237,8 +237,7 @@ class RecordingFtpServer:
     """Greets, answers AUTH TLS as told, then (if 234) runs TLS and accepts everything; records all bytes."""
 
     def __init__(self, cert_file, key_file, greeting=b'220 ready\r\n', auth_reply=b'234 AUTH TLS ok\r\n'):
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert_file, key_file)
+        self.context = pki.server_context(cert_file, key_file)
         self.greeting, self.auth_reply = greeting, auth_reply
         self.listener = socket.create_server(('127.0.0.1', 0))
         self.port = self.listener.getsockname()[1]

@@ -33,12 +33,8 @@ class ScriptedServer:
     def __init__(self, tmp_path, authority, numbers=(), close_after=0, garbage_after=0, out_of_step_at=0,
                  first_line_only=False, silent=False, every_connection=False, greeting='0 Magrathea NTS GW (ntsapi.c(V0.1))'):
         certificate, key = authority.issue()
-        cert_file, key_file = tmp_path / 'server.pem', tmp_path / 'server.key'
-        cert_file.write_bytes(pki.certificate_pem(certificate))
-        key_file.write_bytes(pki.key_pem(key))
         self.certificate = certificate
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert_file), str(key_file))
+        self.context = pki.issued_server_context(certificate, key, str(tmp_path))
         self.numbers = dict(numbers)
         self.close_after = close_after
         self.garbage_after = garbage_after
@@ -142,18 +138,6 @@ class ScriptedServer:
         self.stopping.set()
         self.thread.join(5)
         self.listener.close()
-
-
-@pytest.fixture(name='authority', scope='module')
-def authority_fixture():
-    return pki.CertificateAuthority()
-
-
-@pytest.fixture(name='ca_file')
-def ca_file_fixture(authority, tmp_path):
-    path = tmp_path / 'ca.pem'
-    path.write_bytes(pki.certificate_pem(authority.certificate))
-    return str(path)
 
 
 @pytest.fixture(name='serve')

@@ -33,11 +33,7 @@ class ScriptedHttpsServer:
     """
 
     def __init__(self, certificate, key, tmp_path, replies):
-        cert_file, key_file = tmp_path / 'server.pem', tmp_path / 'server.key'
-        cert_file.write_bytes(pki.certificate_pem(certificate))
-        key_file.write_bytes(pki.key_pem(key))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert_file), str(key_file))
+        self.context = pki.issued_server_context(certificate, key, str(tmp_path))
         self.replies = list(replies)
         self.received = []
         self.lock = threading.Lock()
@@ -99,18 +95,6 @@ class ScriptedHttpsServer:
         self.stopped.set()
         self.thread.join(5)
         self.listener.close()
-
-
-@pytest.fixture(name='authority', scope='module')
-def authority_fixture():
-    return pki.CertificateAuthority()
-
-
-@pytest.fixture(name='ca_file')
-def ca_file_fixture(authority, tmp_path):
-    path = tmp_path / 'ca.pem'
-    path.write_bytes(pki.certificate_pem(authority.certificate))
-    return str(path)
 
 
 @pytest.fixture(name='serve')
@@ -487,10 +471,7 @@ def test_against_the_sandbox_rest_server(authority, ca_file, tmp_path):
     from ansible_collections.magrathea.secure.sandbox.rest import RestServer
 
     certificate, key = authority.issue()
-    (tmp_path / 'sandbox.pem').write_bytes(pki.certificate_pem(certificate))
-    (tmp_path / 'sandbox.key').write_bytes(pki.key_pem(key))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(tmp_path / 'sandbox.pem'), str(tmp_path / 'sandbox.key'))
+    context = pki.issued_server_context(certificate, key, str(tmp_path), 'sandbox')
     server = RestServer(ssl_context=context, username=USER, password=PASSWORD, account=ACCOUNT, funds='0.30',
                         promofunds='0.10', numeric_money=True).start()
     try:

@@ -23,11 +23,7 @@ class OneShotTLSServer:
     """Accepts TLS connections on 127.0.0.1, sends a greeting and records every byte received."""
 
     def __init__(self, certificate, key, tmp_path):
-        cert_file, key_file = tmp_path / 'server.pem', tmp_path / 'server.key'
-        cert_file.write_bytes(pki.certificate_pem(certificate))
-        key_file.write_bytes(pki.key_pem(key))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert_file), str(key_file))
+        self.context = pki.issued_server_context(certificate, key, str(tmp_path))
         self.listener = socket.create_server(('127.0.0.1', 0))
         self.port = self.listener.getsockname()[1]
         self.received = b''
@@ -51,18 +47,6 @@ class OneShotTLSServer:
     def join(self):
         self.thread.join(5)
         self.listener.close()
-
-
-@pytest.fixture(name='authority')
-def authority_fixture():
-    return pki.CertificateAuthority()
-
-
-@pytest.fixture(name='ca_file')
-def ca_file_fixture(authority, tmp_path):
-    path = tmp_path / 'ca.pem'
-    path.write_bytes(pki.certificate_pem(authority.certificate))
-    return str(path)
 
 
 def serve(authority, tmp_path, **issue):

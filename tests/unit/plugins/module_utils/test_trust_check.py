@@ -20,11 +20,7 @@ class Server:
     """Serves every connection until closed: plain TLS, explicit FTPS (AUTH TLS) or HTTPS."""
 
     def __init__(self, certificate, key, tmp_path, protocol='tls', refuse_auth=False):
-        cert_file, key_file = tmp_path / ('%s.pem' % protocol), tmp_path / ('%s.key' % protocol)
-        cert_file.write_bytes(pki.certificate_pem(certificate))
-        key_file.write_bytes(pki.key_pem(key))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(str(cert_file), str(key_file))
+        self.context = pki.issued_server_context(certificate, key, str(tmp_path), protocol)
         self.protocol = protocol
         self.refuse_auth = refuse_auth
         self.received = []

@@ -8,7 +8,6 @@ warnings, and the password kept out of every result and of the server's log."""
 from __future__ import annotations
 
 import json
-import ssl
 import sys
 
 import pytest
@@ -34,8 +33,7 @@ class Server:
 
     def __init__(self, tmp_path, **faults):
         paths = pki.write_server_pki(str(tmp_path / 'pki'))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(paths['cert_file'], paths['key_file'])
+        context = pki.server_context(paths['cert_file'], paths['key_file'])
         self.log_path = tmp_path / 'ntsapi.log'
         self.registry = sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099'], taken=['01792100007'], ported=[])
         self.server = sandbox_ntsapi.NtsapiServer(host='127.0.0.1', ssl_context=context, registry=self.registry, username='unit',
