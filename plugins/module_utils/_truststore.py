@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import format_fingerprint
 
@@ -181,6 +182,19 @@ class CommandRunner:
         except PermissionError as exc:
             raise TrustStoreError('cannot run %s: %s' % (argv[0], exc.strerror), cause='permission') from None
         return proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace')
+
+
+def write_public_file(path, text):
+    """Replace ``path`` atomically with ``text``, mode 0644 (certificates and policies are public); parents are created."""
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.magrathea-')
+        with os.fdopen(fd, 'w') as handle:
+            handle.write(text)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except OSError as exc:
+        raise TrustStoreError('cannot write %s: %s; run the task with become' % (path, exc.strerror), cause='permission') from None
 
 
 def find_tool(name, candidates, what):

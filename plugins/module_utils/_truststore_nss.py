@@ -24,11 +24,10 @@ import os
 import pwd
 import re
 import shutil
-import tempfile
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, file_certificates, file_sha256s, pem_text, slug
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
-    Change, Holding, TrustStore, TrustStoreError, find_tool,
+    Change, Holding, TrustStore, TrustStoreError, find_tool, write_public_file,
 )
 
 CHROMIUM_DATABASES = ('.pki/nssdb', '.local/share/pki/nssdb', 'snap/chromium/current/.pki/nssdb')
@@ -323,7 +322,7 @@ class FirefoxPolicy(TrustStore):
         document = self._load()
         install = document['policies'].setdefault('Certificates', {}).setdefault('Install', [])
         if change['action'] == 'add':
-            _write_file(change['entry'], pem_text(change.anchor.der))
+            write_public_file(change['entry'], pem_text(change.anchor.der))
             if change['entry'] not in install:
                 install.append(change['entry'])
         else:
@@ -337,7 +336,7 @@ class FirefoxPolicy(TrustStore):
                 del document['policies']['Certificates']
         text = json.dumps(document, indent=2) + '\n'
         self._validate(json.loads(text))
-        _write_file(self.path, text)
+        write_public_file(self.path, text)
         self._document = None
 
     def anchors(self):
@@ -348,16 +347,6 @@ class FirefoxPolicy(TrustStore):
         return ders
 
 
-def _write_file(path, text):
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.magrathea-')
-        with os.fdopen(fd, 'w') as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except OSError as exc:
-        raise TrustStoreError('cannot write %s: %s; run the task with become' % (path, exc.strerror), cause='permission') from None
 
 
 def firefox_profiles(root):

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, file_sha256s
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
-    Change, Holding, TrustStore, TrustStoreError, find_tool,
+    Change, Holding, TrustStore, TrustStoreError, find_tool, write_public_file,
 )
 
 
@@ -168,7 +167,7 @@ class SystemStore(TrustStore):
         action = change['action']
         self._dirty = True
         if action == 'add':
-            self._write(os.path.join(self.path, change['entry']), change.anchor.pem)
+            write_public_file(os.path.join(self.path, change['entry']), change.anchor.pem)
         elif action == 'delete':
             try:
                 os.unlink(os.path.join(self.path, change['entry']))
@@ -177,17 +176,6 @@ class SystemStore(TrustStore):
             except OSError as exc:
                 raise TrustStoreError('cannot remove %s: %s' % (os.path.join(self.path, change['entry']), exc.strerror), cause='permission') from None
         self._forget()
-
-    def _write(self, path, text):
-        try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.magrathea-')
-            with os.fdopen(fd, 'w') as handle:
-                handle.write(text)
-            os.chmod(temp, 0o644)
-            os.replace(temp, path)
-        except OSError as exc:
-            raise TrustStoreError('cannot write %s: %s; run the task with become' % (path, exc.strerror), cause='permission') from None
 
     def finish(self, wanted):
         if not self._dirty and not (self.check_mode and self._pending(wanted)):

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 
 import pytest
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import parse_certificates
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
-    CommandRunner, Holding, ToolNotFound, TrustStore, TrustStoreError, converge, failure_message, find_tool,
+    CommandRunner, Holding, ToolNotFound, TrustStore, TrustStoreError, converge, failure_message, find_tool, write_public_file,
 )
 from ansible_collections.magrathea.secure.sandbox import pki
 
@@ -115,3 +116,17 @@ def test_runner_uses_the_c_locale_and_switches_user():
 def test_runner_reports_a_missing_tool():
     with pytest.raises(ToolNotFound, match='not found at /nonexistent/certutil'):
         CommandRunner().run(['/nonexistent/certutil'])
+
+
+def test_write_public_file_replaces_atomically_and_names_the_path_on_failure(tmp_path):
+    target = tmp_path / 'anchors' / 'magrathea.crt'
+    write_public_file(str(target), 'first\n')
+    write_public_file(str(target), 'second\n')
+    assert target.read_text() == 'second\n'
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [path.name for path in target.parent.iterdir()] == ['magrathea.crt']  # no temporary file left behind
+    blocked = tmp_path / 'a-file' / 'magrathea.crt'
+    (tmp_path / 'a-file').write_text('')
+    with pytest.raises(TrustStoreError, match='cannot write %s' % blocked) as caught:
+        write_public_file(str(blocked), 'x')
+    assert caught.value.cause == 'permission'
