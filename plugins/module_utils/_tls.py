@@ -230,17 +230,18 @@ def endpoint_from_module(module, service):
         module.fail_json(msg='%s:%s: %s' % (host, port, exc))
 
 
-def endpoint_from_url(url, ca_path=None, validate_certs=True, fingerprint=None, timeout=DEFAULT_TIMEOUT, service='REST'):
-    """(Endpoint, base path) for an ``https://host[:port]/path/`` base URL, such as the REST API's.
+def split_https_url(url, service='REST'):
+    """(host, port, path) of an ``https://host[:port]/path`` URL naming ``service``.
 
-    Raises ValueError with the next step when the URL is not a plain HTTPS base URL.
+    Raises ValueError with the next step when the URL is not plain HTTPS (credentials, a query or a fragment included).
     """
     example = ', e.g. %s' % DEFAULT_REST_URL if service == 'REST' else ''
     parts = urlsplit((url or '').strip())
     if parts.scheme.lower() != 'https':
         raise ValueError('url %s must start with https:// (%s is only reached over TLS)%s' % (url, service, example))
     if parts.username is not None or parts.password is not None:
-        raise ValueError('url must not hold credentials: give them in username and password so that they are never logged')
+        hint = ': give them in username and password, so that they are never logged' if service == 'REST' else ' (they would be logged)'
+        raise ValueError('url must not hold credentials%s' % hint)
     if parts.query or parts.fragment:
         raise ValueError('url %s must be a base URL without ?query or #fragment%s' % (url, example))
     if not parts.hostname:
@@ -249,9 +250,14 @@ def endpoint_from_url(url, ca_path=None, validate_certs=True, fingerprint=None, 
         port = parts.port or 443
     except ValueError:
         raise ValueError('url %s has an invalid port' % url) from None
-    path = parts.path or '/'
+    return parts.hostname, port, parts.path or '/'
+
+
+def endpoint_from_url(url, ca_path=None, validate_certs=True, fingerprint=None, timeout=DEFAULT_TIMEOUT, service='REST'):
+    """(Endpoint, base path ending in /) for an ``https://host[:port]/path/`` base URL, such as the REST API's."""
+    host, port, path = split_https_url(url, service)
     if not path.endswith('/'):
         path += '/'
-    endpoint = Endpoint(parts.hostname, port, ca_path=ca_path, validate_certs=validate_certs, fingerprint=fingerprint,
+    endpoint = Endpoint(host, port, ca_path=ca_path, validate_certs=validate_certs, fingerprint=fingerprint,
                         timeout=timeout, service=service)
     return endpoint, path

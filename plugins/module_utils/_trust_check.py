@@ -20,11 +20,10 @@ import os
 import shutil
 import socket
 import tempfile
-from urllib.parse import urlsplit
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import pem_text
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
-    Endpoint, MagratheaError, MagratheaTimeout, ProtocolError, format_fingerprint, normalize_fingerprint,
+    Endpoint, MagratheaError, MagratheaTimeout, ProtocolError, format_fingerprint, normalize_fingerprint, split_https_url,
 )
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import TrustStoreError
 
@@ -59,10 +58,8 @@ class Target:
     def from_option(cls, item):
         """A Target from one element of the ``endpoints`` option: host/port/protocol or url."""
         if item.get('url'):
-            parts = urlsplit(item['url'])
-            if parts.scheme != 'https' or not parts.hostname:
-                raise ValueError('url %r must be an https:// URL' % item['url'])
-            return cls(parts.hostname, parts.port or 443, 'https', item.get('fingerprint'), parts.path or '/', item.get('name') or item['url'])
+            host, port, path = split_https_url(item['url'], service='the endpoint')
+            return cls(host, port, 'https', item.get('fingerprint'), path, item.get('name') or item['url'])
         return cls(item.get('host'), item.get('port'), item.get('protocol') or 'tls', item.get('fingerprint'), name=item.get('name'))
 
 

@@ -44,7 +44,9 @@ options:
         choices: [tls, ftps, https]
         default: tls
       url:
-        description: An C(https://) URL; sets host, port and V(https) at once.
+        description:
+          - An C(https://) URL; sets host, port and V(https) at once, and the path of the C(GET) whose status is reported.
+          - A URL holding credentials, a query or a fragment is refused.
         type: str
       fingerprint:
         description: SHA-1 or SHA-256 fingerprint (hex, colons optional) the server certificate must have.

@@ -159,6 +159,7 @@ def test_ftps_server_without_auth_tls(authority, tmp_path):
 @pytest.mark.parametrize('item, expected', [
     ({'url': 'https://restapi.magrathea.net:8443/v1/'}, ('restapi.magrathea.net', 8443, 'https', '/v1/')),
     ({'url': 'https://portal.magrathea.net/portal/'}, ('portal.magrathea.net', 443, 'https', '/portal/')),
+    ({'url': 'https://portal.magrathea.net/status.html'}, ('portal.magrathea.net', 443, 'https', '/status.html')),
     ({'host': 'cdr.magrathea-telecom.co.uk', 'protocol': 'ftps'}, ('cdr.magrathea-telecom.co.uk', 21, 'ftps', '/')),
     ({'host': 'secure.magrathea-telecom.co.uk', 'port': 777}, ('secure.magrathea-telecom.co.uk', 777, 'tls', '/')),
 ])
@@ -168,7 +169,9 @@ def test_targets_from_options(item, expected):
 
 
 @pytest.mark.parametrize('item, message', [
-    ({'url': 'ftp://cdr.example/'}, 'must be an https:// URL'),
+    ({'url': 'ftp://cdr.example/'}, 'must start with https://'),
+    ({'url': 'https://user:secret@portal.example/'}, 'must not hold credentials'),
+    ({'url': 'https://portal.example:99999/'}, 'invalid port'),
     ({'host': 'secure.magrathea-telecom.co.uk'}, 'needs a port'),
     ({'host': 'x', 'port': 1, 'fingerprint': 'zz'}, 'not hexadecimal'),
 ])
