@@ -347,8 +347,6 @@ class FirefoxPolicy(TrustStore):
         return ders
 
 
-
-
 def firefox_profiles(root):
     """Profile directories listed in ``root``/profiles.ini (relative or absolute)."""
     parser = configparser.RawConfigParser(strict=False)
