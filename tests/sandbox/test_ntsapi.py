@@ -12,28 +12,12 @@ import time
 import pytest
 
 from sandbox.ntsapi import GREETING, NtsapiServer
-from sandbox.pki import server_context, write_server_pki
 from sandbox.registry import NumberRegistry, expand_pool_entry
 
 PASSWORD = "s3cret pass phrase"
 REPLY_GRAMMAR = re.compile(r"^(\d)\s+(.*)$")
 TAKEN = "01792000001"
 PORTED = "01632960001"
-
-
-@pytest.fixture(scope="module", name="pki")
-def pki_fixture(tmp_path_factory):
-    return write_server_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module", name="server_context")
-def server_context_fixture(pki):
-    return server_context(pki["cert_file"], pki["key_file"])
-
-
-@pytest.fixture(scope="module", name="client_context")
-def client_context_fixture(pki):
-    return ssl.create_default_context(cafile=pki["ca_file"])
 
 
 @pytest.fixture(name="log_path")

@@ -8,33 +8,16 @@ import http.client
 import json
 import logging
 import socket
-import ssl
 
 import pytest
 
 from sandbox.ntsapi import NtsapiServer
-from sandbox.pki import server_context, write_server_pki
 from sandbox.registry import NumberRegistry
 from sandbox.rest import RestServer
 
 PASSWORD = "rest-pa55word"
 ACCOUNT = "MAG000001"
 WRONG = {"error": "Wrong username, password or account"}
-
-
-@pytest.fixture(scope="module", name="pki")
-def pki_fixture(tmp_path_factory):
-    return write_server_pki(str(tmp_path_factory.mktemp("pki")))
-
-
-@pytest.fixture(scope="module", name="server_context")
-def server_context_fixture(pki):
-    return server_context(pki["cert_file"], pki["key_file"])
-
-
-@pytest.fixture(scope="module", name="client_context")
-def client_context_fixture(pki):
-    return ssl.create_default_context(cafile=pki["ca_file"])
 
 
 @pytest.fixture(name="start")
