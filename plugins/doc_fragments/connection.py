@@ -40,14 +40,17 @@ options:
     default: true
   fingerprint:
     description:
-      - Pin the server certificate to this SHA-1 or SHA-256 fingerprint (hex, colons optional, any case).
+      - Pin the server certificate to one of these SHA-1 or SHA-256 fingerprints (hex, colons optional, any case).
+      - Give two while Magrathea renews a certificate (the current one and the next one from their notice), so that
+        the switch does not break a pinned fleet.
       - Checked right after the TLS handshake and before any credential is sent;
-        on a mismatch nothing is sent and the task fails naming both fingerprints.
-      - Magrathea publishes the CDR server's SHA-1 fingerprint in its secure-access guide.
-    type: str
+        on a mismatch nothing is sent and the task fails naming every pin and what the server presented.
+    type: list
+    elements: str
   timeout:
     description:
-      - Seconds to wait for a connection or an answer.
+      - Seconds to wait for a connection or for the next bytes of an answer; must be more than 0.
+      - The module also bounds each whole exchange, so a server that answers one byte at a time cannot hold the task.
     type: float
     default: 30
 '''

@@ -217,9 +217,9 @@ class EndpointAdapter(HTTPAdapter):
 
     def init_poolmanager(self, connections, maxsize, block=False, **pool_kwargs):
         pool_kwargs['ssl_context'] = self.endpoint.context()
-        if self.endpoint.pin:
+        if self.endpoint.pins:
             # urllib3 compares it right after the handshake, before the request (and its Authorization header) is written.
-            pool_kwargs['assert_fingerprint'] = self.endpoint.pin
+            pool_kwargs['assert_fingerprint'] = self.endpoint.pins[0][1]
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
 
     def cert_verify(self, conn, url, verify, cert):
@@ -362,7 +362,7 @@ class RestClient:
         if mismatch:
             return PinMismatchError('certificate for %s does not match pinned %s %s; got %s. Nothing was sent. '
                                     'If Magrathea renewed the certificate, update fingerprint from their notice'
-                                    % (where, (self.endpoint.pin_algorithm or '').upper(), format_fingerprint(mismatch.group(1).replace(':', '')),
+                                    % (where, self.endpoint.pins[0][0].upper(), format_fingerprint(mismatch.group(1).replace(':', '')),
                                        format_fingerprint(mismatch.group(2).replace(':', ''))))
         if 'CERTIFICATE_VERIFY_FAILED' in message or 'certificate verify failed' in message:
             return TLSVerifyError('certificate of %s did not verify: %s; install the Magrathea root CA or give ca_path' % (where, message))

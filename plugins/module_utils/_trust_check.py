@@ -99,7 +99,7 @@ def handshake(target, ca_path=None, validate_certs=True, timeout=10.0, context=N
 
     ``context``: an SSLContext already built for the same ``ca_path`` (loading a store of 150 CAs costs tens of ms).
     """
-    endpoint = Endpoint(target.host, target.port, ca_path=ca_path, validate_certs=validate_certs, timeout=timeout, service='trust_check',
+    endpoint = Endpoint(target.host, target.port, ca_path=ca_path, validate_certs=validate_certs, timeout=timeout,
                         context=context)
     if target.protocol == 'ftps':
         sock = endpoint.open_tcp()
@@ -203,7 +203,7 @@ def _verdict(target, store_check, contexts, timeout):
     """(trusted, error) of one verified handshake trusting only the store; its context is built once for all targets."""
     try:
         if store_check.key not in contexts:
-            contexts[store_check.key] = Endpoint(target.host, target.port, ca_path=store_check.ca_file, service='trust_check').context()
+            contexts[store_check.key] = Endpoint(target.host, target.port, ca_path=store_check.ca_file).context()
         handshake(target, timeout=timeout, context=contexts[store_check.key])
         return True, None
     except MagratheaError as exc:

@@ -124,7 +124,7 @@ def embedded(pki_paths, root, **kwargs):
 
 def endpoint(port, pki_paths, **kwargs):
     kwargs.setdefault('ca_path', pki_paths['ca_file'])
-    return _tls.Endpoint('localhost', port, timeout=5, service='CDR', **kwargs)
+    return _tls.Endpoint('localhost', port, timeout=5, **kwargs)
 
 
 @pytest.mark.parametrize('tls_max', ['1.2', None])

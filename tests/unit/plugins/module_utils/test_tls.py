@@ -181,3 +181,223 @@ def test_silent_server_times_out(ca_file):
 def test_missing_ca_file_is_explained(tmp_path):
     with pytest.raises(_tls.TLSVerifyError, match='does not exist'):
         _tls.Endpoint('localhost', 1, ca_path=str(tmp_path / 'nope.pem')).context()
+
+
+def test_pin_list_accepts_the_next_certificate(authority, ca_file, tmp_path):
+    server, certificate = serve(authority, tmp_path)
+    other, dummy_key = authority.issue()
+    pins = [pki.fingerprints(other)['sha1'], pki.fingerprints(certificate)['sha256']]
+    tls = _tls.Endpoint('localhost', server.port, ca_path=ca_file, fingerprint=pins, timeout=5).connect()
+    tls.close()
+    server.join()
+
+
+def test_pin_list_mismatch_names_every_pin_and_sends_nothing(authority, ca_file, tmp_path):
+    server, dummy = serve(authority, tmp_path)
+    first, dummy_key = authority.issue()
+    second, dummy_key = authority.issue()
+    pins = [pki.fingerprints(first)['sha1'], pki.fingerprints(second)['sha256']]
+    with pytest.raises(_tls.PinMismatchError) as caught:
+        _tls.Endpoint('localhost', server.port, ca_path=ca_file, fingerprint=pins, timeout=5).connect()
+    server.join()
+    assert server.received == b''
+    assert pins[0] in str(caught.value) and pins[1] in str(caught.value)
+
+
+class TricklingServer:
+    """A TLS server that sends its greeting one byte at a time, ``interval`` seconds apart, for ever."""
+
+    def __init__(self, authority, tmp_path, interval=0.1):
+        certificate, key = authority.issue()
+        self.context = pki.issued_server_context(certificate, key, str(tmp_path))
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.interval = interval
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        raw, dummy = self.listener.accept()
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as tls:
+                while not self.stop.wait(self.interval):
+                    tls.sendall(b'0')
+        except (ssl.SSLError, OSError):
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+def test_deadline_ends_a_reply_that_trickles(authority, ca_file, tmp_path):
+    server = TricklingServer(authority, tmp_path)
+    clock = __import__('time').monotonic
+    try:
+        tls = _tls.Endpoint('localhost', server.port, ca_path=ca_file, timeout=5).connect(deadline=_tls.Deadline(0.8))
+        started = clock()
+        received = b''
+        with pytest.raises(socket.timeout, match='did not end within 0.8s'):
+            while True:
+                received += tls.recv(1)
+        assert 0.3 < clock() - started < 2 and received.startswith(b'0')
+        tls.close()
+    finally:
+        server.close()
+
+
+def test_deadline_can_be_renewed_per_exchange(authority, ca_file, tmp_path):
+    server = TricklingServer(authority, tmp_path, interval=0.05)
+    try:
+        tls = _tls.Endpoint('localhost', server.port, ca_path=ca_file, timeout=5).connect()
+        assert tls.deadline is None
+        session = _tls.Deadline(30)
+        tls.deadline = session.within(0.3)
+        with pytest.raises(socket.timeout):
+            while True:
+                tls.recv(1)
+        tls.deadline = session.within(0.3)
+        assert tls.recv(1) == b'0'
+        tls.close()
+    finally:
+        server.close()
+
+
+def test_inner_deadline_never_outlasts_the_outer():
+    outer = _tls.Deadline(1)
+    inner = outer.within(60)
+    assert inner.at == outer.at and inner.remaining() <= 1
+
+
+@pytest.mark.parametrize('timeout', [0, -1, 'soon', float('nan'), float('inf')])
+def test_timeout_must_be_positive(timeout):
+    with pytest.raises(ValueError, match='timeout must be'):
+        _tls.Endpoint('localhost', 777, timeout=timeout)
+
+
+@pytest.mark.parametrize('host', ['bad host', 'evil.example\n', 'caf\u00e9.example', '', '-x', 'a/b'])
+def test_host_must_be_an_ascii_name(host):
+    with pytest.raises(ValueError, match='is not a host name'):
+        _tls.Endpoint(host, 777)
+
+
+@pytest.mark.parametrize('port', [0, 65536, '77a', True])
+def test_port_must_be_in_range(port):
+    with pytest.raises(ValueError, match='port'):
+        _tls.Endpoint('localhost', port)
+
+
+@pytest.mark.parametrize('username, password, message', [
+    ('user\n', 'pw', 'username .* holds a line break'),
+    ('Zo\u00eb', 'pw', 'username .* outside ASCII'),
+    ('user', 'p\u00e4ss', 'password .* outside ASCII'),
+    ('user', 'pw\r', 'password .* holds a line break'),
+])
+def test_credentials_are_checked_and_the_password_never_shown(username, password, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        _tls.check_credentials(username, password, 'NTSAPI')
+    assert password not in str(caught.value)
+
+
+def test_url_with_credentials_is_never_repeated():
+    with pytest.raises(ValueError) as caught:
+        _tls.split_https_url('https://user:s3cret@rest.example/v1/')
+    assert 's3cret' not in str(caught.value) and 'holds credentials' in str(caught.value)
+
+
+class ConnectProxy:
+    """A minimal HTTP CONNECT proxy on loopback that records the requests it saw."""
+
+    def __init__(self, answer=None):
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests = []
+        self.answer = answer
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, dummy = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client):
+        head = b''
+        while b'\r\n\r\n' not in head:
+            head += client.recv(1024)
+        self.requests.append(head.decode('latin-1'))
+        if self.answer:
+            client.sendall(self.answer)
+            client.close()
+            return
+        target = head.split()[1].decode()
+        host, port = target.rsplit(':', 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+
+        def pump(source, sink):
+            try:
+                while True:
+                    data = source.recv(65536)
+                    if not data:
+                        break
+                    sink.sendall(data)
+            except OSError:
+                pass
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+
+    def close(self):
+        self.listener.close()
+
+
+def test_https_through_a_proxy_tunnel(authority, ca_file, tmp_path):
+    server, dummy = serve(authority, tmp_path)
+    proxy = ConnectProxy()
+    try:
+        endpoint = _tls.Endpoint('localhost', server.port, ca_path=ca_file, timeout=5,
+                                 proxy='http://tunnel:pa%%3Ass@127.0.0.1:%d' % proxy.port)
+        tls = endpoint.connect()
+        assert tls.recv(100) == b'0 hello\n'
+        tls.close()
+        server.join()
+        request = proxy.requests[0]
+        assert request.startswith('CONNECT localhost:%d HTTP/1.1\r\n' % server.port)
+        assert 'Proxy-Authorization: Basic dHVubmVsOnBhOnNz\r\n' in request
+    finally:
+        proxy.close()
+
+
+def test_proxy_refusal_is_explained_without_its_password():
+    proxy = ConnectProxy(answer=b'HTTP/1.1 407 Proxy Authentication Required\r\n\r\n')
+    try:
+        endpoint = _tls.Endpoint('rest.example', 8443, timeout=5, proxy='http://u:hunter2@127.0.0.1:%d' % proxy.port)
+        with pytest.raises(_tls.MagratheaConnectionError) as caught:
+            endpoint.connect()
+        assert '407' in str(caught.value) and 'needs credentials' in str(caught.value)
+        assert 'hunter2' not in str(caught.value)
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize('environment, host, expected', [
+    ({'https_proxy': 'http://proxy.example:3128'}, 'rest.example', 'http://proxy.example:3128'),
+    ({'https_proxy': 'http://proxy.example:3128', 'no_proxy': 'rest.example'}, 'rest.example', None),
+    ({'https_proxy': 'http://proxy.example:3128', 'no_proxy': '.example'}, 'rest.example', None),
+    ({}, 'rest.example', None),
+])
+def test_proxy_from_the_environment(monkeypatch, environment, host, expected):
+    for name in ('https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert _tls.proxy_for(host) == expected
+    assert _tls.proxy_for(host, use_proxy=False) is None
+    assert _tls.proxy_for(host, proxy='http://explicit:1') == 'http://explicit:1'

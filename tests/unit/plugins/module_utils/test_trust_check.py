@@ -170,7 +170,7 @@ def test_targets_from_options(item, expected):
 
 @pytest.mark.parametrize('item, message', [
     ({'url': 'ftp://cdr.example/'}, 'must start with https://'),
-    ({'url': 'https://user:secret@portal.example/'}, 'must not hold credentials'),
+    ({'url': 'https://user:secret@portal.example/'}, 'holds credentials'),
     ({'url': 'https://portal.example:99999/'}, 'invalid port'),
     ({'host': 'secure.magrathea-telecom.co.uk'}, 'needs a port'),
     ({'host': 'x', 'port': 1, 'fingerprint': 'zz'}, 'not hexadecimal'),

@@ -120,7 +120,7 @@ def test_missing_requests_is_reported(monkeypatch, capsys):
 
 @pytest.mark.parametrize('args, message', [
     ({'url': 'http://rest.example/v1/'}, 'must start with https://'),
-    ({'url': 'https://u:p@rest.example/v1/'}, 'must not hold credentials'),
+    ({'url': 'https://u:p@rest.example/v1/'}, 'holds credentials'),
     ({'fingerprint': 'abc'}, 'has 3 hex digits'),
     ({'retries': -1}, 'retries must be 0 or more'),
     ({'password': ''}, 'needs username and password'),
