@@ -136,13 +136,14 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
-    CommandOutcome,
-    check_raw_commands,
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import check_raw_commands, mask_text
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
+    hide_target_secrets,
     ntsapi_argument_spec,
+    refuse_before_sending,
     run_module_session,
-    run_raw_commands,
 )
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_reads import CommandOutcome, run_raw_commands
 
 
 def main():
@@ -155,12 +156,18 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    hide_target_secrets(module, params['commands'])
+    problems = []
     try:
         check_raw_commands(params['commands'])
-        for pattern in params['accept_messages']:
+    except ValueError as exc:
+        problems.append(str(exc))
+    for index, pattern in enumerate(params['accept_messages']):
+        try:
             re.compile(pattern)
-    except (ValueError, re.error) as exc:
-        module.fail_json(msg='%s. Nothing was sent.' % exc)
+        except re.error as exc:
+            problems.append('accept_messages[%d] is not a Python regular expression: %s' % (index, exc))
+    refuse_before_sending(module, problems)
     if not params['commands']:
         module.exit_json(changed=False, results=[])
 
@@ -174,7 +181,7 @@ def main():
     if outcome.failed is not None:
         failed = outcome.failed
         module.fail_json(msg='%s answered %d %s; the commands after it were not sent (accept this reply with accept_codes or accept_messages)'
-                         % (failed['command'], failed['code'], failed['message']),
+                         % (mask_text(failed['command']), failed['code'], mask_text(failed['message'])),
                          results=outcome.results, failed_command=failed, changed=outcome.changed)
     module.exit_json(changed=outcome.changed, results=outcome.results)
 

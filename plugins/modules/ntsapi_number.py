@@ -249,7 +249,8 @@ numbers:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
+    hide_target_secrets,
     ntsapi_argument_spec,
     run_module_session,
 )
@@ -280,6 +281,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    hide_target_secrets(module, params['targets'] or [])
     try:
         specs = build_specs(params['numbers'], params['state'], params['targets'], params['features'], params['order'],
                             params['emergency'], to_bool=lambda value: boolean(value, strict=True))

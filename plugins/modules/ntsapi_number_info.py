@@ -173,14 +173,13 @@ available_message:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
-    PATTERN_RE,
-    available_numbers,
-    normalize_number,
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import check_prefix, normalize_numbers
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
     ntsapi_argument_spec,
-    read_numbers,
+    refuse_before_sending,
     run_module_session,
 )
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_reads import available_numbers, read_numbers
 
 
 def main():
@@ -197,27 +196,21 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    numbers, problems = [], []
-    for raw in params['numbers'] or []:
-        try:
-            number = normalize_number(raw)
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        if number not in numbers:
-            numbers.append(number)
+    numbers, problems = normalize_numbers(params['numbers'], 'numbers')
     if not 1 <= params['quantity'] <= 1000:
         problems.append('quantity must be between 1 and 1000')
-    if params['prefix'] is not None and not PATTERN_RE.match(params['prefix']):
-        problems.append('prefix %r must be 1 to 11 digits (or _ for any one digit), e.g. 01792' % params['prefix'])
-    if problems:
-        module.fail_json(msg='; '.join(problems) + '. Nothing was sent.')
+    if params['prefix'] is not None:
+        try:
+            check_prefix(params['prefix'])
+        except ValueError as exc:
+            problems.append(str(exc))
+    refuse_before_sending(module, problems)
+    shape = dict(block=params['block'], emergency=params['emergency'], features=params['features'])
 
     def work(session):
         result = {}
         if numbers:
-            result['numbers'] = read_numbers(session, numbers, block=params['block'], emergency=params['emergency'],
-                                             features=params['features'])
+            result['numbers'] = [model.to_dict(number=True, **shape) for model in read_numbers(session, numbers, **shape)]
         if params['prefix'] is not None:
             result['available'], result['available_message'] = available_numbers(session, params['prefix'], params['quantity'])
         return result

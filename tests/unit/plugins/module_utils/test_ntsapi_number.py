@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from ansible_collections.magrathea.secure import sandbox as sandbox_package
-from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi
+from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi_grammar as grammar
 from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_number import NumberReconciler, build_specs, diff_of
 from ansible_collections.magrathea.secure.sandbox import registry as registry_module
 
@@ -37,17 +37,17 @@ class RegistrySession:
     def _reply(self, command):
         words = command.split(None, 1)
         lines = iter(self.commands.run(words[0].upper(), words[1] if len(words) == 2 else ''))
-        code, message = _ntsapi.parse_line(next(lines))
-        if not _ntsapi.is_multi_line(command):
-            return _ntsapi.Reply(command, code, message)
+        code, message = grammar.parse_line(next(lines))
+        if not grammar.is_multi_line(command):
+            return grammar.Reply(command, code, message)
         data = []
         while code == 0:
             data.append(message)
-            code, message = _ntsapi.parse_line(next(lines))
-        return _ntsapi.Reply(command, 0 if data else code, message, data)
+            code, message = grammar.parse_line(next(lines))
+        return grammar.Reply(command, 0 if data else code, message, data)
 
     def query(self, commands):
-        assert all(_ntsapi.is_read_only(command) for command in commands)
+        assert all(grammar.is_read_only(command) for command in commands)
         self.sent.extend(('query', command) for command in commands)
         return [self._reply(command) for command in commands]
 
@@ -56,7 +56,7 @@ class RegistrySession:
         return self._reply(command)
 
     def mutating(self):
-        return [command for dummy, command in self.sent if not _ntsapi.is_read_only(command)]
+        return [command for dummy, command in self.sent if not grammar.is_read_only(command)]
 
 
 @pytest.fixture(name='registry')

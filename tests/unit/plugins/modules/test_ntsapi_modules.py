@@ -149,3 +149,104 @@ def test_fall_back_is_a_warning(tmp_path, capsys):
     # AnsibleModule keeps warnings process-wide, so other tests' warnings may be listed too.
     fall_backs = [warning for warning in result['warnings'] if 'one command at a time' in json.dumps(warning)]
     assert len(fall_backs) == 1 and 'closed the connection' in json.dumps(fall_backs[0])
+
+
+# -- regressions (issue 12): nothing is sent before every option checks out ------------------------------
+
+SERVER_ARGS_KEYS = ('host', 'username', 'password', 'ca_path')
+EMERGENCY = {'name': 'Example Widgets', 'postcode': 'SA1 1AA', 'title': 'Dr', 'forename': 'Ann', 'honours': 'OBE',
+             'bussuffix': 'Ltd', 'premises': 'Unit 4', 'thoroughfare': 'Harbour Road', 'locality': 'Swansea'}
+FULL_NUMBER = {'numbers': ['01792100001'], 'targets': ['S:441792100001@sip.example.com', '441234567890'],
+               'features': {'D': True, 'J': False}, 'order': ['0800-1800'], 'emergency': EMERGENCY}
+
+
+def _with_newline(path):
+    """ntsapi_number arguments with a line feed after the option at ``path`` (a tuple of keys and indexes)."""
+    args = json.loads(json.dumps(FULL_NUMBER))
+    if path[0] == 'features':
+        args['features'] = {key + ('\n' if key == path[1] else ''): value for key, value in args['features'].items()}
+        return args
+    if path[0] in SERVER_ARGS_KEYS or path[0] in ('state', 'send_order'):
+        return args
+    container = args
+    for key in path[:-1]:
+        container = container[key]
+    container[path[-1]] += '\n'
+    return args
+
+
+NEWLINE_PATHS = ([('numbers', 0), ('targets', 0), ('targets', 1), ('features', 'D'), ('order', 0)]
+                 + [('emergency', field) for field in sorted(EMERGENCY)]
+                 + [(key,) for key in SERVER_ARGS_KEYS] + [('state',), ('send_order',)])
+
+
+@pytest.mark.parametrize('path', NEWLINE_PATHS, ids=['.'.join(map(str, path)) for path in NEWLINE_PATHS])
+def test_a_trailing_newline_in_any_option_of_ntsapi_number_sends_nothing(server, capsys, path):
+    args = dict(server.args, **_with_newline(path))
+    if path[0] in SERVER_ARGS_KEYS:
+        args[path[0]] += '\n'
+    elif path[0] == 'state':
+        args['state'] = 'active\n'
+    elif path[0] == 'send_order':
+        args['send_order'] = 'always\n'
+    code, result = run(ntsapi_number, capsys, args)
+    assert code == 1, result
+    assert server.commands() == [], 'sent: %r' % server.commands()
+    assert server.server.accepted == 0 or path[0] == 'ca_path'
+    assert result.get('changed') is not True
+
+
+@pytest.mark.parametrize('module, args, option', [
+    (ntsapi_number, {'numbers': ['01792100\uff1300']}, 'numbers[0]'),
+    (ntsapi_number_info, {'numbers': ['01792100001', '01792100\uff1300']}, 'numbers[1]'),
+    (ntsapi_number, {'numbers': ['01792100001'], 'emergency': {'name': 'Zo\u00eb', 'postcode': 'SA1 1AA'}}, 'emergency.name'),
+    (ntsapi_command, {'commands': ['STAT 01792100001', 'INFO 01792100001 GEN Zo\u00eb']}, 'commands[1]'),
+    (ntsapi_number, {'numbers': ['01792100001'], 'targets': ['S:caf\u00e9@sip.example.com']}, 'targets[0]'),
+])
+def test_non_ascii_is_refused_naming_the_option(server, capsys, module, args, option):
+    code, result = run(module, capsys, dict(server.args, **args))
+    assert code == 1 and option in result['msg'] and 'ASCII' in result['msg'], result['msg']
+    assert server.commands() == []
+
+
+def test_an_over_long_command_is_refused_without_repeating_it(server, capsys):
+    code, result = run(ntsapi_command, capsys, dict(server.args, commands=['INFO 01792100001 GEN ' + 'x' * 10000]))
+    assert code == 1 and 'commands[0]' in result['msg'] and 'at most' in result['msg']
+    assert len(result['msg']) < 400
+    assert server.commands() == []
+
+
+def test_an_unquoted_yaml_number_is_recognised(server, capsys):
+    # YAML reads an unquoted 02012300002 as the octal integer 271155202.
+    code, result = run(ntsapi_number_info, capsys, dict(server.args, numbers=[271155202]))
+    assert code == 1 and '02012300002' in result['msg'] and 'quote' in result['msg'], result['msg']
+    assert server.commands() == []
+
+
+def test_iax2_secrets_are_masked_in_ntsapi_command_results_and_the_sandbox_log(server, capsys):
+    server.registry.activate('01792100001')
+    target = 'I:pbx:hunter2secret@iax.example.com'
+    code, result = run(ntsapi_command, capsys, dict(server.args, commands=['SET 01792100001 1 ' + target, 'STAT 01792100001']))
+    output = json.dumps(result)
+    assert code == 0 and 'hunter2secret' not in output
+    assert result['results'][0]['command'] == 'SET 01792100001 1 I:pbx:********@iax.example.com'
+    assert 'I:pbx:********@iax.example.com' in result['results'][1]['message']
+    assert 'hunter2secret' not in server.log_path.read_text()
+    assert server.registry.describe('01792100001')['targets'][0] == target
+
+
+def test_iax2_secret_of_ntsapi_number_is_masked_in_the_invocation(server, capsys):
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=['01792100002'], targets=['I:pbx:hunter2secret@iax.example.com']),
+                       diff=True)
+    assert code == 0 and 'hunter2secret' not in json.dumps(result)
+
+
+def test_a_999_status_digit_is_a_read_not_a_failure(server, capsys):
+    server.registry.activate('01792100003')
+    server.registry.emergency_create('01792100003')
+    server.registry.emergency_set('01792100003', 'NAME', 'Example')
+    server.registry.emergency_set('01792100003', 'POSTCODE', 'SA1 1AA')
+    code, result = run(ntsapi_command, capsys, dict(server.args, commands=['INFO 01792100003 999 STATUS', 'STAT 01792100003']))
+    assert code == 0, result['msg']
+    assert result['results'][0]['code'] == 1 and result['results'][0]['message'] == 'Info received'
+    assert len(result['results']) == 2
