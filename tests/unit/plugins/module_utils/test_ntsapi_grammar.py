@@ -147,3 +147,105 @@ def test_stat_in_the_per_target_reading_keeps_every_slot():
                '|01792100001 Y 2026-11-27 F:fax@example.com')
     status = grammar.NumberStatus.from_message(message)
     assert status.targets == ['S:441792100001@sip.example.com', '441234567890', 'F:fax@example.com']
+
+
+@pytest.mark.parametrize('message, targets', [
+    ('01792100001 Y 2026-11-27 S:a@sip.example.com||01792100001 Y 2026-11-27 F:fax@example.com',
+     ['S:a@sip.example.com', '', 'F:fax@example.com']),
+    ('01792100001 Y 2026-11-27|01792100001 Y 2026-11-27 441234567890|', ['', '441234567890', '']),
+    ('P1792100001 N 2026-11-27 E:a@sbc.example.com|01792100001 N 2026-11-27 V:vm@example.com|', ['E:a@sbc.example.com', 'V:vm@example.com', '']),
+])
+def test_stat_per_target_reading_with_empty_slots(message, targets):
+    assert grammar.NumberStatus.from_message(message).targets == targets
+
+
+@pytest.mark.parametrize('message', [
+    '01792100001 Y 2026-11-27 a|01792100002 Y 2026-11-27 b|',        # a piece about another number
+    '01792100001 Y 2026-11-27 a|b c|',                               # neither a target nor a piece
+    '01792100001 Y 2026-11-27 a b',                                  # white space inside the first target
+])
+def test_stat_pieces_that_fit_neither_reading_are_refused(message):
+    with pytest.raises(ValueError):
+        grammar.NumberStatus.from_message(message)
+
+
+@pytest.mark.parametrize('value', ['01792100001\n', '01792100001\r', '01792100\uff1300', '0179210000\u0661', '01792\t100001', '\u00a001792100001'])
+def test_numbers_are_ascii_digits_without_control_characters(value):
+    with pytest.raises(ValueError, match=r'numbers\[0\]'):
+        grammar.normalize_number(value, 'numbers[0]')
+
+
+@pytest.mark.parametrize('target', ['S:a@b.example\n', 'S:a@b.example\r\n', '441234567890\n', 'I:u:s\n@h.example', 'S:caf\u00e9@h.example',
+                                    'V:vm@example.com ', 'S:a@b.example\x00'])
+def test_target_forms_are_whole_string_matches(target):
+    assert grammar.target_error(target) is not None
+
+
+@pytest.mark.parametrize('value, hint', [
+    (271155202, '02012300002'),          # YAML's octal reading of an unquoted 02012300002
+    ('271155202', '02012300002'),        # the same after Ansible made text of it
+    (1792100001, '"01792100001"'),       # a decimal integer lost its leading 0
+])
+def test_an_integer_where_a_number_was_meant_says_to_quote_it(value, hint):
+    with pytest.raises(ValueError) as info:
+        grammar.normalize_number(value, 'numbers[0]')
+    assert hint in str(info.value) and 'quote' in str(info.value)
+
+
+def test_normalize_numbers_keeps_order_drops_duplicates_and_lists_every_problem():
+    numbers, problems = grammar.normalize_numbers(['01792 100001', 'P1632960001', '+441792100001', 'x', '01792100002\n'])
+    assert numbers == ['01792100001', 'P1632960001']
+    assert [problem.split()[0] for problem in problems] == ['numbers[3]', 'numbers[4]']
+
+
+@pytest.mark.parametrize('line, text', [
+    ('INFO 01792100001 GEN ' + 'x' * 600, 'at most 512'),
+    ('STAT 01792100001\n', 'line break'),
+    ('INFO 01792100001 GEN Zo\u00eb', 'ASCII'),
+    ('   ', 'empty'),
+    ('SET 01792100001 1 I:pbx:hunter2@iax.example.com\x7f', 'control character'),
+])
+def test_the_line_check_refuses_and_never_repeats_a_secret(line, text):
+    with pytest.raises(ValueError, match=text) as info:
+        grammar.check_command(line, 'commands[0]')
+    message = str(info.value)
+    assert message.startswith('commands[0]') and len(message) < 300 and 'hunter2' not in message
+
+
+def test_a_command_is_built_from_checked_words():
+    assert grammar.command('INFO', '01792100001', '999', 'NAME', 'Example Widgets') == 'INFO 01792100001 999 NAME Example Widgets'
+    with pytest.raises(ValueError):
+        grammar.command('SET', '01792100001', 1, 'S:a@b.example\n')
+
+
+@pytest.mark.parametrize('text, shown', [
+    ('SET 01792100001 1 I:pbx:s3cret@iax.example.com', 'SET 01792100001 1 I:pbx:********@iax.example.com'),
+    ('01792100001 Y 2030-01-01 S:a@b.example|I:u:p@h.example|I:v:q@h.example', '01792100001 Y 2030-01-01 S:a@b.example|I:u:********@h.example|I:v:********@h.example'),
+    ('S:user:notasecret@h.example', 'S:user:notasecret@h.example'),
+])
+def test_mask_text_hides_every_iax2_secret(text, shown):
+    assert grammar.mask_text(text) == shown
+
+
+@pytest.mark.parametrize('message, features', [
+    ('Features DJ', ['D', 'J']), ('Features none', []), ('features  none', []), ('OK', None), ('Features D J', None), ('Features dj', None),
+])
+def test_the_feature_listing_is_read_strictly(message, features):
+    assert grammar.parse_features(grammar.Reply('FEAT 01792100001', 0, message)) == features
+
+
+@pytest.mark.parametrize('command, message, fits', [
+    ('ALTEN 01792______', '0179210001_ Range found', True),
+    ('ALTEN 0845_______', '084515404_', False),           # one digit short of the pattern
+    ('ALTEN 01792______', '0179310001_', False),          # another prefix
+    ('ALTEN 0169770___', '016977000_ Range found', True),  # a 10-digit number's range
+    ('ALLO 0169770005', '0169770005 Allocated', True),
+    ('ALLO 01792______', '0179310001 Allocated', False),
+])
+def test_allo_and_alten_replies_must_fit_their_pattern(command, message, fits):
+    reply = grammar.Reply(command, 0, message)
+    if fits:
+        grammar.check_reply(command, reply)
+    else:
+        with pytest.raises(ValueError):
+            grammar.check_reply(command, reply)

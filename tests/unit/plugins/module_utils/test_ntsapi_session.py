@@ -29,11 +29,12 @@ class ScriptedServer:
     server closes, answers garbage, or answers a STAT about another number. ``first_line_only``: each
     recv() is answered for its first line only (a server that frames a command per read). ``silent``: no reply after AUTH.
     ``trickle``: seconds between the bytes of every line sent after the first ``trickle_after`` lines (greeting included).
+    ``busy_connections``: indexes of connections greeted with a refusal; ``auth_refused_from``: the first connection whose AUTH fails.
     """
 
     def __init__(self, tmp_path, authority, numbers=(), close_after=0, garbage_after=0, out_of_step_at=0,
                  first_line_only=False, silent=False, every_connection=False, greeting='0 Magrathea NTS GW (ntsapi.c(V0.1))',
-                 trickle=0.0, trickle_after=0):
+                 trickle=0.0, trickle_after=0, busy_connections=(), auth_refused_from=None):
         certificate, key = authority.issue()
         self.certificate = certificate
         self.context = pki.issued_server_context(certificate, key, str(tmp_path))
@@ -47,6 +48,8 @@ class ScriptedServer:
         self.greeting = greeting
         self.trickle = trickle
         self.trickle_after = trickle_after
+        self.busy_connections = busy_connections
+        self.auth_refused_from = auth_refused_from
         self.connections = []  # per connection: list of recv() chunks, each a list of lines
         self.handshakes = 0
         self.listener = socket.create_server(('127.0.0.1', 0))
@@ -83,7 +86,10 @@ class ScriptedServer:
         self.connections.append(chunks)
         faulty = index == 0 or self.every_connection
         try:
-            self._session(tls, chunks, faulty)
+            if index in self.busy_connections:
+                tls.sendall(b'1 Too many connections: try again later\r\n')
+                return
+            self._session(tls, chunks, faulty, index)
         except (ssl.SSLError, OSError):
             pass
         finally:
@@ -99,7 +105,7 @@ class ScriptedServer:
                 return
             tls.sendall(data[index:index + 1])
 
-    def _session(self, tls, chunks, faulty):
+    def _session(self, tls, chunks, faulty, index):
         self._send(tls, [self.greeting], 0)
         buffer, count = b'', 0
         while True:
@@ -124,6 +130,8 @@ class ScriptedServer:
                     reply = ['Magrathea gateway hiccup']
                 else:
                     reply = self.respond(line, out_of_step=faulty and count == self.out_of_step_at)
+                    if line.startswith('AUTH') and self.auth_refused_from is not None and index >= self.auth_refused_from:
+                        reply = ['1 Access denied']
                 self._send(tls, reply, count)
                 if line == 'QUIT':
                     return
@@ -379,11 +387,54 @@ def test_a_trickled_stat_reply_is_bounded_by_the_reply_deadline(serve, ca_file):
             session.run('STAT 01792100001')
 
 
-def test_a_server_that_frames_per_read_is_detected_without_a_second_login(serve, ca_file):
+def test_a_server_that_frames_per_read_is_detected_without_a_second_login(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
     server = serve(numbers=NUMBERS, first_line_only=True, every_connection=True)
     commands = ['STAT 0179210%04d' % index for index in range(20)]
     with session_for(server, ca_file) as session:
         replies = session.query(commands)
+        assert session.framing == 'read' and len(session.warnings) == 1 and 'one command per read' in session.warnings[0]
+    assert max(len(chunk) for chunk in server.connections[0][2:]) == 1
     assert [reply.message.split()[0] for reply in replies] == [command.split()[1] for command in commands]
     assert len(server.connections) == 1
     assert [line.split()[0] for line in server.lines()].count('AUTH') == 1
+
+
+def test_a_busy_server_is_reconnected_to_under_the_retry_policy(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
+    server = serve(numbers=NUMBERS, close_after=10, busy_connections=(1, 2))
+    commands = ['STAT 0179210%04d' % index for index in range(30)]
+    with session_for(server, ca_file) as session:
+        replies = session.query(commands)
+    assert [reply.message.split()[0] for reply in replies] == [command.split()[1] for command in commands]
+    assert len(server.connections) == 4 and session.sessions == 4
+    assert len(session.warnings) == 1
+
+
+def test_a_server_that_stays_busy_ends_the_run_within_the_login_budget(serve, ca_file):
+    server = serve(numbers=NUMBERS, close_after=10, busy_connections=range(1, 100))
+    with pytest.raises(_tls.MagratheaConnectionError, match='refused the session'):
+        with session_for(server, ca_file) as session:
+            session.query(['STAT 0179210%04d' % index for index in range(30)])
+    assert len(server.connections) == _ntsapi_session.MAX_LOGINS
+
+
+def test_auth_refused_on_the_reconnect_is_never_retried(serve, ca_file):
+    server = serve(numbers=NUMBERS, close_after=10, auth_refused_from=1)
+    with pytest.raises(_tls.AuthenticationError, match='Not retried'):
+        with session_for(server, ca_file) as session:
+            session.query(['STAT 0179210%04d' % index for index in range(30)])
+    assert len(server.connections) == 2
+    assert [line.split()[0] for line in server.lines()].count('AUTH') == 2
+
+
+def test_a_late_reply_after_a_per_read_verdict_stops_before_a_change(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.2)
+    server = serve(numbers=NUMBERS, first_line_only=True, every_connection=True)
+    with session_for(server, ca_file) as session:
+        session.query(['STAT 01792100001', 'STAT 01792100002'])
+        assert session.framing == 'read'
+        session._buffer += b'0 01792100002 Y 2030-01-31 S:441792100002@sip.example.com||\r\n'  # pylint: disable=protected-access
+        with pytest.raises(_tls.ProtocolError, match='nobody asked for'):
+            session.run('SET 01792100001 1 441234567890')
+    assert not any(line.startswith('SET') for line in server.lines())

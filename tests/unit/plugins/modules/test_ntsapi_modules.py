@@ -15,6 +15,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.magrathea.secure import sandbox as sandbox_package
+from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi_session
 from ansible_collections.magrathea.secure.plugins.modules import ntsapi_command, ntsapi_number, ntsapi_number_info
 from ansible_collections.magrathea.secure.sandbox import pki
 from ansible_collections.magrathea.secure.sandbox import registry as registry_module
@@ -35,7 +36,8 @@ class Server:
         paths = pki.write_server_pki(str(tmp_path / 'pki'))
         context = pki.server_context(paths['cert_file'], paths['key_file'])
         self.log_path = tmp_path / 'ntsapi.log'
-        self.registry = sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099'], taken=['01792100007'], ported=[])
+        self.registry = sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099', '0169770000-0169770019'], taken=['01792100007'],
+                                                      ported=[])
         self.server = sandbox_ntsapi.NtsapiServer(host='127.0.0.1', ssl_context=context, registry=self.registry, username='unit',
                                                   password=PASSWORD, log_path=str(self.log_path), **faults).start()
         self.args = {'host': 'localhost', 'port': self.server.port, 'username': 'unit', 'password': PASSWORD,
@@ -250,3 +252,68 @@ def test_a_999_status_digit_is_a_read_not_a_failure(server, capsys):
     assert code == 0, result['msg']
     assert result['results'][0]['code'] == 1 and result['results'][0]['message'] == 'Info received'
     assert len(result['results']) == 2
+
+
+# -- what the sandbox cannot know about the real server: both answers work ---------------------------------
+
+
+@pytest.fixture(name='start')
+def start_fixture(tmp_path):
+    servers = []
+
+    def start(**behaviour):
+        servers.append(Server(tmp_path / str(len(servers)), **behaviour))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_a_server_that_frames_per_read_costs_no_second_login(start, capsys, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
+    server = start(framing='read')
+    numbers = ['0179210%04d' % index for index in range(30)]
+    code, result = run(ntsapi_number_info, capsys, dict(server.args, numbers=numbers))
+    assert code == 0 and [fact['number'] for fact in result['numbers']] == numbers
+    assert [command.split()[0] for command in server.commands()].count('AUTH') == 1
+    assert server.server.accepted == 1
+    assert any('one command per read' in json.dumps(warning) for warning in result['warnings'])
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=numbers[:3], targets=['S:{international}@sip.example.com']))
+    assert code == 0 and result['changed'] and [command.split()[0] for command in server.commands()].count('AUTH') == 2
+
+
+def test_stat_answered_per_target_is_read_and_idempotent(start, capsys):
+    server = start(stat_format='per-target')
+    args = dict(server.args, numbers=['01792100010'], targets=['S:{international}@sip.example.com', '441234567890', 'F:fax@example.com'])
+    code, first = run(ntsapi_number, capsys, args)
+    assert code == 0 and first['changed']
+    assert [target['kind'] for target in first['numbers'][0]['after']['targets']] == ['sip', 'divert', 'fax2email']
+    code, again = run(ntsapi_number, capsys, args)
+    assert code == 0 and not again['changed']
+
+
+def test_an_option_the_server_refuses_is_named_and_the_others_are_applied(start, capsys):
+    server = start(refuse=['feat-list'])
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=['01792100011'], targets=['441234567890'], features={'D': True},
+                                                   emergency={'name': 'Example', 'postcode': 'SA1 1AA'}))
+    assert code == 1 and result['changed'] is True
+    assert 'features could not be applied' in result['msg'] and 'FEAT 01792100011' in result['msg']
+    entry = result['numbers'][0]
+    assert entry['failed'] and entry['after']['targets'][0]['value'] == '441234567890'
+    assert entry['after']['emergency'] == {'name': 'Example', 'postcode': 'SA1 1AA'}
+
+
+def test_alten_then_the_ten_numbers_as_magrathea_api_uses_it(server, capsys):
+    code, result = run(ntsapi_command, capsys, dict(server.args, commands=['ALTEN 0179210001_']))
+    assert code == 0 and result['changed'] is True
+    stem = result['results'][0]['message'].split()[0]
+    assert stem == '0179210001_'
+    numbers = [stem[:-1] + str(digit) for digit in range(10)]
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=numbers))
+    assert code == 0 and [entry['after']['state'] for entry in result['numbers']] == ['active'] * 10
+
+
+def test_a_ten_digit_number_is_allocated_by_ntsapi_number(server, capsys):
+    code, result = run(ntsapi_number, capsys, dict(server.args, numbers=['0169770003']))
+    assert code == 0 and result['numbers'][0]['commands'] == ['ALLO 0169770003', 'ACTI 0169770003']
