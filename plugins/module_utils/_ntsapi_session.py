@@ -115,7 +115,7 @@ class NtsapiSession:
         self.framing = None
         self.warnings = []
         self.greeting = None
-        self.sessions = 0
+        self.connections = 0  # connections opened (each logs in once, unless its greeting refuses)
         self.deadline = None
         self._logins = ConnectionBudget(MAX_LOGINS, 'NTSAPI logins')
         self._sock = None
@@ -142,7 +142,7 @@ class NtsapiSession:
         self._logins.spend(self._where())
         self._sock = self.endpoint.connect(deadline=self.deadline.within(self.endpoint.timeout))
         self._buffer = b''
-        self.sessions += 1
+        self.connections += 1
         try:
             self._greet_and_log_in()
         except MagratheaError:

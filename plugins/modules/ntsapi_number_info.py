@@ -18,6 +18,7 @@ description:
     few round trips. A server that does not keep up is detected and the module carries on one command at a time,
     with a warning.
   - Never changes anything.
+  - Every reply must be complete within O(timeout), and the whole session within an hour.
 author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
@@ -29,8 +30,10 @@ extends_documentation_fragment:
 options:
   numbers:
     description:
-      - Numbers to read, in UK national format (V(01792100001)), P instead of the leading 0 for a number
+      - Numbers to read, in UK national format (V(01792100001), 10 or 11 digits), P instead of the leading 0 for a number
         ported in (V(P1792100001)), or V(+) international form. Spaces are ignored and V(+44) becomes V(0).
+      - Quote every number in YAML. Unquoted, V(02012300002) is read as the octal integer 271155202; the module recognises
+        such an integer and says which number it was.
       - A number this account does not hold is returned with RV(numbers[].state=unallocated), not as an error.
       - At least one of O(numbers) and O(prefix) is required.
     type: list
@@ -38,7 +41,8 @@ options:
     aliases: [number]
   prefix:
     description:
-      - List numbers available for allocation that start with this prefix (C(ALIST)). V(_) matches any one digit.
+      - List numbers available for allocation that start with this prefix (C(ALIST)), for example V(01792) (quote it in YAML).
+        V(_) matches any one digit.
     type: str
   quantity:
     description:
@@ -75,9 +79,9 @@ EXAMPLES = r'''
 - name: Read three numbers (connection settings from MAGRATHEA_NTSAPI_* and MAGRATHEA_CA_FILE)
   magrathea.secure.ntsapi_number_info:
     numbers:
-      - 01792100001
-      - 01792100002
-      - P1632960001
+      - "01792100001"
+      - "01792100002"
+      - "P1632960001"
   register: numbers
 
 - name: Show the targets of the first one
@@ -131,7 +135,7 @@ numbers:
           description: Slot 1, 2 or 3.
           type: int
         value:
-          description: The target as NTSAPI holds it.
+          description: The target as NTSAPI holds it (an IAX2 secret masked).
           type: str
           sample: "S:441792100001@sip.example.com"
         kind:

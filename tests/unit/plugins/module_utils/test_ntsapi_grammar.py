@@ -220,7 +220,8 @@ def test_a_command_is_built_from_checked_words():
 
 @pytest.mark.parametrize('text, shown', [
     ('SET 01792100001 1 I:pbx:s3cret@iax.example.com', 'SET 01792100001 1 I:pbx:********@iax.example.com'),
-    ('01792100001 Y 2030-01-01 S:a@b.example|I:u:p@h.example|I:v:q@h.example', '01792100001 Y 2030-01-01 S:a@b.example|I:u:********@h.example|I:v:********@h.example'),
+    ('01792100001 Y 2030-01-01 S:a@b.example|I:u:p@h.example|I:v:q@h.example',
+     '01792100001 Y 2030-01-01 S:a@b.example|I:u:********@h.example|I:v:********@h.example'),
     ('S:user:notasecret@h.example', 'S:user:notasecret@h.example'),
 ])
 def test_mask_text_hides_every_iax2_secret(text, shown):

@@ -407,7 +407,7 @@ def test_a_busy_server_is_reconnected_to_under_the_retry_policy(serve, ca_file, 
     with session_for(server, ca_file) as session:
         replies = session.query(commands)
     assert [reply.message.split()[0] for reply in replies] == [command.split()[1] for command in commands]
-    assert len(server.connections) == 4 and session.sessions == 4
+    assert len(server.connections) == 4 and session.connections == 4
     assert len(session.warnings) == 1
 
 
