@@ -91,6 +91,14 @@ def target_secrets(text):
     return [match.group(2) for match in IAX2_SECRET_RE.finditer(text or '')]
 
 
+def refusal(problems, limit=20):
+    """One message for everything wrong with a task's input (at most ``limit`` problems, then a count); nothing was sent."""
+    shown = '; '.join(problems[:limit])
+    if len(problems) > limit:
+        shown += '; and %d more problems' % (len(problems) - limit)
+    return shown + '. Nothing was sent.'
+
+
 def describe_command(command):
     """The command as it may appear in a message or a result: AUTH never shows its arguments, an IAX2 secret is masked."""
     return 'AUTH' if command_verb(command) == 'AUTH' else mask_text(command)
@@ -165,13 +173,16 @@ def check_raw_commands(commands):
 # -- numbers -------------------------------------------------------------------------------------------
 
 
-def _yaml_integer_hint(text):
-    """What to say when ``text`` looks like a number YAML read as an integer (leading 0 lost, or read as octal)."""
-    if not text.isdigit() or text.startswith('0'):
+def _yaml_integer_hint(text, whole=True):
+    """What to say when ``text`` looks like a number (``whole``) or prefix that YAML read as an integer.
+
+    YAML reads an unquoted 02012300002 as the octal integer 271155202, and any unquoted number loses its leading 0.
+    """
+    if not text.isdigit() or not text.isascii() or text.startswith('0'):
         return ''
     octal = '0%o' % int(text)
-    if NATIONAL_RE.fullmatch(octal):
-        return ('; it looks like %s, which YAML read as the octal integer %s because it was not quoted: quote the number ("%s")'
+    if NATIONAL_RE.fullmatch(octal) or not whole:
+        return ('; it looks like %s, which YAML read as the octal integer %s because it was not quoted: quote it ("%s")'
                 % (octal, text, octal))
     return '; if YAML read it as an integer (an unquoted number loses its leading 0), quote it: "0%s"' % text
 
@@ -229,12 +240,14 @@ def same_number(left, right):
 
 
 def check_prefix(prefix, option='prefix'):
-    """An ALIST prefix: 1 to 11 digits, ``_`` for any one digit."""
-    if text_problem(prefix, printable=True) or not PREFIX_RE.fullmatch(prefix):
-        raise ValueError('%s %s must be 1 to 11 digits (or _ for any one digit), e.g. "01792"%s'
-                         % (option, shown_value(prefix) if isinstance(prefix, str) else repr(prefix),
-                            _yaml_integer_hint(str(prefix)) if isinstance(prefix, (int, str)) else ''))
-    return prefix
+    """An ALIST prefix of a UK number: 1 to 11 digits starting with 0, ``_`` for any one digit."""
+    text = str(prefix) if isinstance(prefix, int) and not isinstance(prefix, bool) else prefix
+    problem = text_problem(text, printable=True)
+    if problem or not PREFIX_RE.fullmatch(text) or text[0] not in '0_':
+        raise ValueError('%s %s %s1 to 11 digits starting with 0 (or _ for any one digit), e.g. "01792"%s'
+                         % (option, shown_value(text) if isinstance(text, str) else repr(text), problem + '; give ' if problem else 'must be ',
+                            '' if problem else _yaml_integer_hint(text, whole=False)))
+    return text
 
 
 def pattern_regex(pattern):

@@ -14,7 +14,7 @@ become one ``fail_json`` naming host:port, pipelining fall-backs become warnings
 
 from __future__ import annotations
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import target_secrets
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import refusal, target_secrets
 from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_session import (
     DEFAULT_PIPELINE_DEPTH,
     MAX_PIPELINE_DEPTH,
@@ -26,10 +26,6 @@ from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     endpoint_from_module,
 )
 
-# How many problems one refusal lists before it counts the rest.
-MAX_PROBLEMS = 20
-
-
 def ntsapi_argument_spec(**options):
     """The shared connection options (NTSAPI defaults and MAGRATHEA_NTSAPI_* fallbacks), pipeline_depth and ``options``."""
     spec = connection_argument_spec('NTSAPI')
@@ -39,13 +35,9 @@ def ntsapi_argument_spec(**options):
 
 
 def refuse_before_sending(module, problems):
-    """fail_json listing ``problems`` (at most MAX_PROBLEMS, then a count) when there are any; nothing has been sent."""
-    if not problems:
-        return
-    shown = '; '.join(problems[:MAX_PROBLEMS])
-    if len(problems) > MAX_PROBLEMS:
-        shown += '; and %d more problems' % (len(problems) - MAX_PROBLEMS)
-    module.fail_json(msg=shown + '. Nothing was sent.')
+    """fail_json listing ``problems`` when there are any; nothing has been sent."""
+    if problems:
+        module.fail_json(msg=refusal(problems))
 
 
 def hide_target_secrets(module, texts):

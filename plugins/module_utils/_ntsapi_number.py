@@ -30,6 +30,7 @@ from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar i
     national_form,
     normalize_numbers,
     normalize_postcode,
+    refusal,
     target_error,
 )
 from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_reads import NumberModel, read_numbers
@@ -126,8 +127,7 @@ def build_specs(numbers, state='active', targets=None, features=None, order=None
     if not specs and not problems:
         problems.append('numbers is empty: give at least one number')
     if problems:
-        raise ValueError('; '.join(problems[:20]) + ('; and %d more problems' % (len(problems) - 20) if len(problems) > 20 else '')
-                         + '. Nothing was sent.')
+        raise ValueError(refusal(problems))
     return specs
 
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi_grammar as grammar
@@ -250,3 +252,20 @@ def test_allo_and_alten_replies_must_fit_their_pattern(command, message, fits):
     else:
         with pytest.raises(ValueError):
             grammar.check_reply(command, reply)
+
+
+@pytest.mark.parametrize('prefix, text', [
+    ('1034', '"02012"'),          # YAML's octal reading of an unquoted 02012
+    (1034, '"02012"'),
+    ('01792 1', 'starting with 0'),
+    ('01792\n', 'line break'),
+    ('017921000011', 'starting with 0'),
+])
+def test_alist_prefixes_are_checked(prefix, text):
+    with pytest.raises(ValueError, match=re.escape(text)):
+        grammar.check_prefix(prefix)
+
+
+@pytest.mark.parametrize('prefix', ['0', '01792', '0179210000_', '_1792'])
+def test_good_alist_prefixes(prefix):
+    assert grammar.check_prefix(prefix) == prefix
