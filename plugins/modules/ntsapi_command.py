@@ -45,7 +45,7 @@ options:
       - Each command must be one line of printable ASCII, at most 512 characters; CR, LF, other control characters and
         characters beyond ASCII are refused before anything is sent.
       - C(ALTEN <pattern>) finds ten free numbers that differ only in their last digit (V(ALTEN 01792______));
-        the first word of its reply names them with V(_) for the last digit. It allocates nothing: allocate the ten with
+        the first word of its reply names them with V(_) for the last digit. It allocates nothing; allocate the ten with
         M(magrathea.secure.ntsapi_number), as the examples show.
     type: list
     elements: str
