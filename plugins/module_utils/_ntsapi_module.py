@@ -26,6 +26,7 @@ from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     endpoint_from_module,
 )
 
+
 def ntsapi_argument_spec(**options):
     """The shared connection options (NTSAPI defaults and MAGRATHEA_NTSAPI_* fallbacks), pipeline_depth and ``options``."""
     spec = connection_argument_spec('NTSAPI')

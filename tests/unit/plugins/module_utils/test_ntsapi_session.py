@@ -193,7 +193,6 @@ def test_credentials_that_cannot_travel_on_the_auth_line_are_refused():
         _ntsapi_session.NtsapiSession(endpoint, '', PASSWORD)
 
 
-
 # -- the session on the wire --------------------------------------------------------------------
 
 
