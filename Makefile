@@ -15,8 +15,9 @@ TEST_ROOT := $(CURDIR)/build/test/ansible_collections/magrathea/secure
 SANDBOX_DIR ?= $(CURDIR)/build/sandbox
 DEMO_SANDBOX := $(CURDIR)/build/demo-sandbox
 TEST_SANDBOX := $(CURDIR)/build/test-sandbox
-# Debian packages the real-component tests use.
-DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck
+# Debian packages the real-component tests use (php-cli and Net::Telnet: the public NTSAPI clients the sandbox must serve).
+DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck \
+	php-cli libnet-telnet-perl
 ANSIBLE_TEST_PYTHON := 3.11
 
 .PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \

@@ -26,6 +26,7 @@ import time
 from cryptography import x509
 
 from sandbox import pki
+from sandbox.ntsapi import REFUSABLE
 
 HOST = "127.0.0.1"
 NAME = "localhost"
@@ -47,6 +48,13 @@ def parse_args(argv):
                        help="on each connection, answer N commands (AUTH included), then drop the connection without a reply")
     group.add_argument("--ntsapi-garbage-after", type=int, default=0,
                        help="on each connection, answer N commands (AUTH included), then reply with lines that break the grammar")
+    group = parser.add_argument_group("NTSAPI behaviours no public source shows (sandbox/ntsapi.py INVENTED)")
+    group.add_argument("--ntsapi-framing", choices=("line", "read"), default="line",
+                       help="take one command per line (default) or one command per read, as the real server may")
+    group.add_argument("--ntsapi-stat-format", choices=("slots", "per-target"), default="slots",
+                       help="STAT targets as t1|t2|t3 (default), or with <n> <Y|N> <expiry> before each, as Magrathea::API reads them")
+    group.add_argument("--ntsapi-refuse", action="append", default=[], choices=REFUSABLE,
+                       help="refuse this invented behaviour, as the real server may (repeatable)")
     group = parser.add_argument_group("FTPS options and fault modes")
     group.add_argument("--ftps-tls-max", choices=("1.2", "1.3"), default=None, help="cap the embedded server's TLS version")
     group.add_argument("--ftps-no-tls", action="store_true", help="embedded server without AUTH TLS (clients must refuse it)")
@@ -83,6 +91,7 @@ class Sandbox:
             username=self.credentials["NTSAPI"][0], password=self.credentials["NTSAPI"][1],
             log_path=os.path.join(self.dir, "ntsapi.log"), delay=args.ntsapi_delay,
             max_connections=args.ntsapi_max_connections, drop_after=args.ntsapi_drop_after, garbage_after=args.ntsapi_garbage_after,
+            framing=args.ntsapi_framing, stat_format=args.ntsapi_stat_format, refuse=args.ntsapi_refuse,
         )
         self.rest = RestServer(
             host=HOST, ssl_context=pki.server_context(self.paths["cert_file"], self.paths["key_file"]), registry=registry,

@@ -2,9 +2,12 @@
 
 Owns the wire: the TLS listener, one thread per connection, the greeting, AUTH
 and QUIT, the command dispatch table over a NumberRegistry, multi-line replies,
-the JSON-lines command log (AUTH password redacted) and the fault modes the
-client tests need (delay, connection limit, dropped connection, garbage reply).
-Published reply texts are kept word for word; the others are inferred.
+the JSON-lines command log (AUTH password and IAX2 secrets redacted), the
+framing (one command per line, or one per read), and the fault modes the client
+tests need (delay, connection limit, dropped connection, garbage reply).
+Published reply texts are kept word for word; what no public source shows is
+listed in INVENTED, with the reason for each, and some of it can be refused
+(``refuse``) to test that clients keep working when the real server differs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hmac
 import itertools
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -36,16 +40,46 @@ REDACTED = "********"
 MAX_LINE = 4096
 HANDSHAKE_TIMEOUT = 10.0
 ALIST_LIMIT = 1000
+IAX2_SECRET = re.compile(r"(I:[^\s:@|]*:)[^\s@|]+(?=@)")
+
+# What this imitation does that no public source (the guide, Net::Magrathea, Magrathea::API, magrathea-cli) shows,
+# and why. The modules must keep working when the real server differs: they name the option they could not apply and
+# carry on with the others. The names marked refusable can be switched off with ``refuse`` (--ntsapi-refuse NAME).
+INVENTED = {
+    "feat-list": ("FEAT <n> alone lists the enabled features: 0 Features DJ, or 0 Features none",
+                  "published: FEAT <n> <letter> only; a declarative module must read features before it changes them"),
+    "feat-off": ("FEAT <n> -<letter> switches a feature off",
+                 "no published way to switch a feature off"),
+    "orde-periods": ("ORDE periods are HHMM or HHMM-HHMM, comma separated (0800-1800,1900)",
+                     "the period format of ORDE is not published (Magrathea::API shows ORDE <n> 1 0000 only)"),
+    "p-form-required": ("STAT, SET, ORDE and INFO refuse the 0 form of a ported number and want P<digits>",
+                        "a secondary source says those commands take the P form; whether the 0 form is refused is unknown"),
+    "pattern-length": ("ALLO and ALTEN take a pattern exactly as long as a number (10 or 11 characters, _ for a digit)",
+                       "clients pad a prefix to 11 with _; the server's rule for shorter patterns is not published"),
+    "alten-reply": ("ALTEN answers 0 <all but the last digit>_ Range found, and reserves nothing",
+                    "Magrathea::API 0.9 reads the first word as digits ending in _ and then sends ALLO and ACTI for each of "
+                    "the ten; the text after it is not published"),
+    "reply-texts": ("success texts of ORDE, SPIN, FEAT, INFO 999 CREATE and fields, BLKDEAC, BLKREAC (Order updated OK, "
+                    "Feature D enabled, Record created, NAME updated, ...)",
+                    "not published; clients read the digit, not the text"),
+    "refusal-texts": ("refusal texts (Unknown command, Line too long, Not authenticated, Too many connections, Number ... is "
+                      "not allocated to this account, Invalid ...)",
+                      "not published; clients read the digit, not the text"),
+    "line-framing": ("one command per line (CR LF or LF); framing='read' (--ntsapi-framing read) takes one command per read",
+                     "the real framing is unknown: magrathea-cli and a public Python client send no line ending at all"),
+    "stat-format": ("STAT lists the targets as t1|t2|t3; stat_format='per-target' (--ntsapi-stat-format per-target) repeats "
+                    "<n> <Y|N> <expiry> before each",
+                    "magrathea-cli reads the first form, Magrathea::API (Status.pm) the second"),
+}
+REFUSABLE = ("feat-list", "feat-off", "orde-periods")
 
 
 def redact(line):
-    """The command line as it may be logged: the AUTH password becomes ********."""
+    """A command or reply line as it may be logged: the AUTH password and every IAX2 secret become ********."""
     words = line.split(None, 2)
-    if not words or words[0].upper() != "AUTH" or len(words) == 1:
-        return line
-    if len(words) == 2:
-        return "%s %s" % (words[0], REDACTED)
-    return "%s %s %s" % (words[0], words[1], REDACTED)
+    if words and words[0].upper() == "AUTH" and len(words) > 1:
+        return "%s %s" % (words[0], REDACTED) if len(words) == 2 else "%s %s %s" % (words[0], words[1], REDACTED)
+    return IAX2_SECRET.sub(lambda match: match.group(1) + REDACTED, line)
 
 
 def _words(args, usage, least, most=None):
@@ -76,7 +110,7 @@ class CommandLog:
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "conn": conn,
             "command": None if command is None else redact(command),
-            "reply": reply,
+            "reply": None if reply is None else redact(reply),
         }
         with self._lock:
             self._handle.write(json.dumps(entry) + "\n")
@@ -92,10 +126,17 @@ class CommandLog:
 class NtsapiCommands:
     """The authenticated command set: each handler takes the text after the command word and returns reply lines."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, stat_format="slots", refuse=()):
+        unknown = set(refuse) - set(REFUSABLE)
+        if unknown:
+            raise ValueError("cannot refuse %s; refusable: %s" % (", ".join(sorted(unknown)), ", ".join(REFUSABLE)))
+        if stat_format not in ("slots", "per-target"):
+            raise ValueError("stat_format is slots or per-target, not %r" % (stat_format,))
         self.registry = registry
+        self.stat_format = stat_format
+        self.refuse = frozenset(refuse)
         self.table = {
-            "ALLO": self.allo, "ACTI": self.acti, "DEAC": self.deac, "REAC": self.reac, "STAT": self.stat,
+            "ALLO": self.allo, "ALTEN": self.alten, "ACTI": self.acti, "DEAC": self.deac, "REAC": self.reac, "STAT": self.stat,
             "SET": self.set, "ORDE": self.orde, "SPIN": self.spin, "FEAT": self.feat, "INFO": self.info,
             "ALIST": self.alist, "BLKACTI": self.blkacti, "BLKINFO": self.blkinfo, "BLKDEAC": self.blkdeac,
             "BLKREAC": self.blkreac,
@@ -113,6 +154,10 @@ class NtsapiCommands:
     def allo(self, args):
         (pattern,) = _words(args, "ALLO <number or pattern with _>", 1)
         return ["0 %s Allocated" % self.registry.allocate(pattern)]
+
+    def alten(self, args):
+        (pattern,) = _words(args, "ALTEN <number pattern with _>", 1)
+        return ["0 %s Range found" % self.registry.find_range(pattern)]
 
     def acti(self, args):
         (number,) = _words(args, "ACTI <number>", 1)
@@ -132,8 +177,13 @@ class NtsapiCommands:
     def stat(self, args):
         (number,) = _words(args, "STAT <number>", 1)
         view = self.registry.describe(number)
-        active = "Y" if view["active"] else "N"
-        return ["0 %s %s %s %s" % (view["number"], active, view["expiry"].isoformat(), "|".join(view["targets"]))]
+        head = "%s %s %s" % (view["number"], "Y" if view["active"] else "N", view["expiry"].isoformat())
+        if self.stat_format == "slots":
+            return ["0 %s %s" % (head, "|".join(view["targets"]))]
+        # Magrathea::API's reading: each target piece carries the number, flag and expiry; an empty slot is an empty piece.
+        pieces = [" ".join(part for part in (head, target) if part) if index == 0 or target else ""
+                  for index, target in enumerate(view["targets"])]
+        return ["0 " + "|".join(pieces)]
 
     def set(self, args):
         usage = "SET <number> <index 1-3> <target>"
@@ -144,6 +194,8 @@ class NtsapiCommands:
     def orde(self, args):
         usage = "ORDE <number> <index 1-3> <periods>"
         number, index, periods = _words(args, usage, 3)
+        if "orde-periods" in self.refuse:
+            raise NtsError("Invalid periods %s" % periods)
         self.registry.set_order(number, _positive(index, usage), periods)
         return ["0 Order updated OK"]
 
@@ -156,6 +208,8 @@ class NtsapiCommands:
     def feat(self, args):
         """FEAT <n> lists the features, FEAT <n> <L> enables L, FEAT <n> -<L> disables it."""
         words = _words(args, "FEAT <number> [[-]<letter>]", 1, 2)
+        if ("feat-list" in self.refuse and len(words) == 1) or ("feat-off" in self.refuse and words[-1].startswith("-")):
+            raise NtsError("Usage: FEAT <number> <letter>")
         if len(words) == 1:
             return ["0 Features %s" % (self.registry.features(words[0]) or "none")]
         letter = words[1].lstrip("-")
@@ -242,13 +296,15 @@ class NtsapiSession:
         try:
             self.send([GREETING])
             while True:
-                raw = reader.readline(MAX_LINE + 1)
+                raw = reader.readline(MAX_LINE + 1) if self.server.framing == "line" else self.sock.recv(MAX_LINE + 1)
                 if not raw:
                     return
                 if len(raw) > MAX_LINE:
                     self.send(["1 Line too long"])
                     return
-                self.handle(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                text = raw.decode("utf-8", "replace")
+                # Framed per read: the read is the command, up to its first line break; more lines in the same read are never seen.
+                self.handle(text.split("\n", 1)[0].rstrip("\r\n") if self.server.framing == "read" else text.rstrip("\r\n"))
         except ConnectionClosed:
             return
         finally:
@@ -314,16 +370,23 @@ class NtsapiServer:
     line and are closed; ``drop_after`` N commands on a connection, the next one
     closes the socket without a reply; ``garbage_after`` N commands, every later
     reply is a line outside the ``^(\\d)\\s+(.*)$`` grammar. 0 turns a mode off.
+
+    Where the real server is unknown (see INVENTED): ``framing`` is ``line`` (a command per line) or ``read`` (a command
+    per read, as clients that send no line ending suggest); ``stat_format`` is ``slots`` or ``per-target``; ``refuse``
+    names invented behaviours (REFUSABLE) to answer with a refusal instead.
     """
 
     def __init__(self, host="127.0.0.1", port=0, ssl_context=None, registry=None, username="sandbox",
                  password="sandbox-password", log_path=None, delay=0.0, max_connections=0, drop_after=0,
-                 garbage_after=0, line_ending="\r\n", idle_timeout=300.0):
+                 garbage_after=0, line_ending="\r\n", idle_timeout=300.0, framing="line", stat_format="slots", refuse=()):
+        if framing not in ("line", "read"):
+            raise ValueError("framing is line or read, not %r" % (framing,))
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.framing = framing
         self.registry = registry if registry is not None else NumberRegistry()
-        self.commands = NtsapiCommands(self.registry)
+        self.commands = NtsapiCommands(self.registry, stat_format=stat_format, refuse=refuse)
         self.command_log = CommandLog(log_path)
         self.delay = delay
         self.max_connections = max_connections
@@ -340,6 +403,7 @@ class NtsapiServer:
         self._connections = set()
         self._sessions = 0
         self._ids = itertools.count(1)
+        self.accepted = 0  # TCP connections accepted so far: tests prove with it that nothing reached the server
 
     def credentials_match(self, username, password):
         user_ok = hmac.compare_digest(username.encode("utf-8"), self._username.encode("utf-8"))
@@ -384,6 +448,7 @@ class NtsapiServer:
             except OSError:
                 return
             conn_id = next(self._ids)
+            self.accepted += 1
             thread = threading.Thread(target=self._serve_connection, args=(sock, peer, conn_id), name="ntsapi-%d" % conn_id, daemon=True)
             thread.start()
 

@@ -19,7 +19,8 @@ import re
 import threading
 
 NUMBER_LENGTH = 11
-DEFAULT_POOL = ("01792100000-01792100999", "02012300000-02012300999")
+# UK national numbers have 11 digits, a few (such as 016977 xxxx) 10: the pool holds both.
+DEFAULT_POOL = ("01792100000-01792100999", "02012300000-02012300999", "0169770000-0169770099")
 DEFAULT_TAKEN = ("01792000001", "01792100007", "02012300002")
 DEFAULT_PORTED = ("01632960001", "01632960002")
 LARGEST_PREFIX_EXPANSION = 100_000
@@ -34,23 +35,25 @@ NO_NUMBER_FOUND = "No number found for allocation"
 NO_RANGE_FOUND = "No range found for allocation"
 NOT_IN_BLOCK = "Account not ACTIve"
 
-NATIONAL_RE = re.compile(r"^0\d{9,10}$")
-INTERNATIONAL_RE = re.compile(r"^\+\d{6,15}$")
-PORTED_RE = re.compile(r"^P\d{9,10}$")
-PATTERN_RE = re.compile(r"^[0-9_]{%d}$" % NUMBER_LENGTH)
-PREFIX_RE = re.compile(r"^[0-9_]{1,%d}$" % NUMBER_LENGTH)
+NATIONAL_RE = re.compile(r"0[0-9]{9,10}")
+INTERNATIONAL_RE = re.compile(r"\+[0-9]{6,15}")
+PORTED_RE = re.compile(r"P[0-9]{9,10}")
+# ALLO and ALTEN name a whole number (10 or 11 characters, _ for any one digit); ALIST a prefix.
+PATTERN_RE = re.compile(r"[0-9_]{%d,%d}" % (NUMBER_LENGTH - 1, NUMBER_LENGTH))
+PREFIX_RE = re.compile(r"[0-9_]{1,%d}" % NUMBER_LENGTH)
 
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?"
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
 _EMAIL = r"[A-Za-z0-9._%+'=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 TARGET_FORMS = {
-    "PSTN divert (international, no +)": re.compile(r"^[1-9]\d{6,14}$"),
-    "SIP S:/s:, SIP over TLS E:": re.compile(r"^[SsE]:[A-Za-z0-9._~+*#-]+@" + _HOST + "$"),
-    "IAX2 I:user:pass@host": re.compile(r"^I:[A-Za-z0-9._~+-]+:[^\s@:|]+@" + _HOST + "$"),
-    "fax F: or voicemail V: to email": re.compile(r"^[FV]:" + _EMAIL + "$"),
+    "PSTN divert (international, no +)": re.compile(r"[1-9][0-9]{6,14}"),
+    "SIP S:/s:, SIP over TLS E:": re.compile(r"[SsE]:[A-Za-z0-9._~+*#-]+@" + _HOST),
+    "IAX2 I:user:pass@host": re.compile(r"I:[A-Za-z0-9._~+-]+:[!-9;-?A-{}~]+@" + _HOST),
+    "fax F: or voicemail V: to email": re.compile(r"[FV]:" + _EMAIL),
 }
-PERIODS_RE = re.compile(r"^(?:[01]\d|2[0-3])[0-5]\d(?:-(?:[01]\d|2[0-3])[0-5]\d)?(?:,(?:[01]\d|2[0-3])[0-5]\d(?:-(?:[01]\d|2[0-3])[0-5]\d)?)*$")
-PIN_RE = re.compile(r"^\d{4,8}$")
-FEATURE_RE = re.compile(r"^[A-Z]$")
+_HHMM = r"(?:[01][0-9]|2[0-3])[0-5][0-9]"
+PERIODS_RE = re.compile(r"%s(?:-%s)?(?:,%s(?:-%s)?)*" % (_HHMM, _HHMM, _HHMM, _HHMM))
+PIN_RE = re.compile(r"[0-9]{4,8}")
+FEATURE_RE = re.compile(r"[A-Z]")
 GENERAL_INFO_LIMIT = 255
 BLOCK_SIZES = (10, 100, 1000)
 
@@ -63,9 +66,7 @@ EMERGENCY_STATUS_TEXT = {
     6: "Submitted - Awaiting manual processing", 8: "Rejected", 9: "No record found",
 }
 # Royal Mail shapes: A9 9AA, A99 9AA, A9A 9AA, AA9 9AA, AA99 9AA, AA9A 9AA, and GIR 0AA.
-POSTCODE_RE = re.compile(
-    r"^(?:GIR ?0AA|[A-PR-UWYZ](?:\d[\dA-HJKPSTUW]?|[A-HK-Y]\d[\dABEHMNPRV-Y]?) ?\d[ABD-HJLNP-UW-Z]{2})$"
-)
+POSTCODE_RE = re.compile(r"GIR ?0AA|[A-PR-UWYZ](?:[0-9][0-9A-HJKPSTUW]?|[A-HK-Y][0-9][0-9ABEHMNPRV-Y]?) ?[0-9][ABD-HJLNP-UW-Z]{2}")
 
 
 class NtsError(Exception):
@@ -78,13 +79,13 @@ class NtsError(Exception):
 
 def valid_target(target):
     """True when ``target`` is one of the NTSAPI target forms."""
-    return any(form.match(target) for form in TARGET_FORMS.values())
+    return any(form.fullmatch(target) for form in TARGET_FORMS.values())
 
 
 def normalise_postcode(postcode):
     """Upper-case UK postcode with one space before the inward code, or None when it is not one."""
     compact = postcode.upper().replace(" ", "")
-    if not POSTCODE_RE.match(compact):
+    if not POSTCODE_RE.fullmatch(compact):
         return None
     return compact[:-3] + " " + compact[-3:]
 
@@ -99,7 +100,7 @@ def expand_pool_entry(entry):
         return ["%0*d" % (len(first), value) for value in range(int(first), int(last) + 1)]
     if not entry.isdigit() or not entry.startswith("0"):
         raise ValueError("pool entry %r is not a national number, prefix or range" % entry)
-    if len(entry) >= NUMBER_LENGTH - 1 and NATIONAL_RE.match(entry):
+    if len(entry) >= NUMBER_LENGTH - 1 and NATIONAL_RE.fullmatch(entry):
         return [entry]
     free_digits = NUMBER_LENGTH - len(entry)
     if 10 ** free_digits > LARGEST_PREFIX_EXPANSION:
@@ -107,9 +108,9 @@ def expand_pool_entry(entry):
     return ["%s%0*d" % (entry, free_digits, value) for value in range(10 ** free_digits)]
 
 
-def pattern_regex(pattern):
-    """ALLO/ALIST pattern (``_`` = any one digit) as a compiled regex."""
-    return re.compile("^" + "".join(r"\d" if char == "_" else re.escape(char) for char in pattern) + "$")
+def pattern_regex(pattern, prefix=False):
+    """An ALLO/ALTEN pattern (``_`` = any one digit) as a compiled regex for whole numbers; an ALIST ``prefix`` for their start."""
+    return re.compile("".join("[0-9]" if char == "_" else re.escape(char) for char in pattern) + ("[0-9]*" if prefix else ""))
 
 
 @dataclasses.dataclass
@@ -209,14 +210,14 @@ class NumberRegistry:
 
     def _record(self, token, ported_form=False):
         """The record ``token`` names; P<digits> only where ``ported_form`` allows it."""
-        if PORTED_RE.match(token):
+        if PORTED_RE.fullmatch(token):
             if not ported_form:
                 raise NtsError("Ported form %s is accepted by SET, ORDE, STAT and INFO only" % token)
             record = self._numbers.get("0" + token[1:])
             if record is None or not record.ported or record.owner != OURS:
                 raise NtsError("Number %s is not ported to this account" % token)
             return record
-        if not (NATIONAL_RE.match(token) or INTERNATIONAL_RE.match(token)):
+        if not (NATIONAL_RE.fullmatch(token) or INTERNATIONAL_RE.fullmatch(token)):
             raise NtsError("Invalid number %s" % token)
         return self._numbers.get(token) or NumberRecord(token, owner=OTHER)
 
@@ -232,17 +233,17 @@ class NumberRegistry:
             raise NtsError("Number %s is ported: address it as P%s" % (token, token[1:]))
         return record
 
-    def _matching_free(self, pattern):
-        regex = pattern_regex(pattern)
-        return [number for number in self._ordered if self._numbers[number].owner == FREE and regex.match(number)]
+    def _matching_free(self, pattern, prefix=False):
+        regex = pattern_regex(pattern, prefix)
+        return [number for number in self._ordered if self._numbers[number].owner == FREE and regex.fullmatch(number)]
 
     # -- allocation ---------------------------------------------------------------------
 
     def allocate(self, pattern):
         """ALLO: the first free number matching ``pattern``; nothing is reserved."""
         with self._lock:
-            if not PATTERN_RE.match(pattern):
-                raise NtsError("Invalid pattern %s: give %d digits or _" % (pattern, NUMBER_LENGTH))
+            if not PATTERN_RE.fullmatch(pattern):
+                raise NtsError("Invalid pattern %s: give a whole number (10 or 11 digits), _ for any one digit" % pattern)
             candidates = self._matching_free(pattern)
             if not candidates:
                 raise NtsError(NO_NUMBER_FOUND)
@@ -280,12 +281,29 @@ class NumberRegistry:
             record.previous_owner = None
             record.expiry = self._expiry()
 
+    def find_range(self, pattern):
+        """ALTEN: ten free numbers that differ only in their last digit (0 to 9), named as their first digits and ``_``.
+
+        Nothing is reserved: clients follow with ALLO and ACTI for each of the ten, as Magrathea::API 0.9 does.
+        """
+        with self._lock:
+            if not PATTERN_RE.fullmatch(pattern):
+                raise NtsError("Invalid pattern %s: give a whole number (10 or 11 digits), _ for any one digit" % pattern)
+            stem_regex = pattern_regex(pattern[:-1])
+            for number in self._ordered:
+                stem = number[:-1]
+                if len(number) != len(pattern) or not number.endswith("0") or not stem_regex.fullmatch(stem):
+                    continue
+                if all(self._numbers.get(stem + digit, NumberRecord(stem, owner=OTHER)).owner == FREE for digit in "0123456789"):
+                    return stem + "_"
+            raise NtsError(NO_RANGE_FOUND)
+
     def available(self, prefix, quantity):
         """ALIST: up to ``quantity`` free numbers starting with ``prefix``, in no set order."""
         with self._lock:
-            if not PREFIX_RE.match(prefix):
+            if not PREFIX_RE.fullmatch(prefix):
                 raise NtsError("Invalid prefix %s" % prefix)
-            candidates = self._matching_free(prefix.ljust(NUMBER_LENGTH, "_"))
+            candidates = self._matching_free(prefix, prefix=True)
             if not candidates:
                 raise NtsError(NO_RANGE_FOUND)
             return self._random.sample(candidates, min(quantity, len(candidates)))
@@ -328,7 +346,7 @@ class NumberRegistry:
             record = self._own(token, ported_form=True)
             if index not in (1, 2, 3):
                 raise NtsError("Invalid index %s: use 1, 2 or 3" % index)
-            if not PERIODS_RE.match(periods):
+            if not PERIODS_RE.fullmatch(periods):
                 raise NtsError("Invalid periods %s: use HHMM or HHMM-HHMM, comma separated" % periods)
             record.order[index] = periods
 
@@ -336,14 +354,14 @@ class NumberRegistry:
         """SPIN: set the PIN, or remove it when ``pin`` is empty."""
         with self._lock:
             record = self._own(token)
-            if pin and not PIN_RE.match(pin):
+            if pin and not PIN_RE.fullmatch(pin):
                 raise NtsError("Invalid PIN: use 4 to 8 digits")
             record.pin = pin
 
     def set_feature(self, token, letter, enabled=True):
         with self._lock:
             record = self._own(token)
-            if not FEATURE_RE.match(letter):
+            if not FEATURE_RE.fullmatch(letter):
                 raise NtsError("Invalid feature %s: use one letter A-Z" % letter)
             if enabled:
                 record.features.add(letter)

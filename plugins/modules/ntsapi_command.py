@@ -14,10 +14,15 @@ description:
     logs in once, runs the given commands in order and logs out with C(QUIT).
   - Returns each command's reply code, message and, for multi-line replies (C(ALIST), C(INFO <n> 999 DATA)), its lines.
   - Stops and fails at the first reply whose code is not 0, unless O(accept_codes) or O(accept_messages) accept it.
+    The reply to C(INFO <n> 999 STATUS) is a read whose digit is the status (0 Accepted, 1 Info received, 2 awaiting
+    further validation, 3 Info submitted, 6 awaiting manual processing, 8 Rejected, 9 No record found), so none of those
+    digits stops the run.
   - Consecutive read-only commands (C(STAT), C(ALIST), C(BLKINFO), C(INFO <n> 999 STATUS|DATA), C(FEAT <n>) without a letter)
     are pipelined; every other command is sent on its own and its reply awaited before the next one.
   - For the usual number changes prefer the declarative M(magrathea.secure.ntsapi_number), which reads the state first
     and only sends what differs.
+  - The secret of an IAX2 target (C(I:user:secret@host)) is masked in everything returned, in messages and in the
+    logged invocation.
 author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
@@ -37,7 +42,11 @@ options:
     description:
       - NTSAPI command lines, for example V(STAT 01792100001) or V(SET 01792100001 1 S:441792100001@sip.example.com).
       - C(AUTH) and C(QUIT) are refused before anything is sent; the module logs in with O(username) and O(password), and out, by itself.
-      - Each command must be one line; CR and LF are refused.
+      - Each command must be one line of printable ASCII, at most 512 characters; CR, LF, other control characters and
+        characters beyond ASCII are refused before anything is sent.
+      - C(ALTEN <pattern>) finds ten free numbers that differ only in their last digit (V(ALTEN 01792______));
+        the first word of its reply names them with V(_) for the last digit. It allocates nothing; allocate the ten with
+        M(magrathea.secure.ntsapi_number), as the examples show.
     type: list
     elements: str
     required: true
@@ -62,6 +71,9 @@ options:
 notes:
   - The task reports changed when a command other than a read-only one was answered with code 0 (in check mode, when one was skipped).
   - Magrathea forbids guessing credentials; the module sends C(AUTH) once per session and never retries it.
+  - Every reply must be complete within O(timeout), and the whole session within an hour.
+  - A server that takes one command per read rather than per line is detected on the first pipelined burst and then gets
+    one command per write in the same session, with a warning.
 seealso:
   - module: magrathea.secure.ntsapi_number
   - module: magrathea.secure.ntsapi_number_info
@@ -71,7 +83,7 @@ EXAMPLES = r'''
 - name: Allocate the first free number under 01792 and activate it at once
   magrathea.secure.ntsapi_command:
     commands:
-      - ALLO 01792______
+      - "ALLO 01792______"
   register: allo
 
 - name: Activate what ALLO offered
@@ -83,14 +95,26 @@ EXAMPLES = r'''
   magrathea.secure.ntsapi_command:
     ca_path: /home/certificate/mag-root-ca.crt
     commands:
-      - STAT 01792100001
-      - INFO 01792100001 999 STATUS
-      - ALIST 01792 5
+      - "STAT 01792100001"
+      - "INFO 01792100001 999 STATUS"
+      - "ALIST 01792 5"
+
+- name: Find ten free numbers that differ in their last digit (ALTEN allocates nothing)
+  magrathea.secure.ntsapi_command:
+    commands:
+      - "ALTEN 01792______"
+  register: alten
+
+- name: Allocate and activate all ten, as Magrathea::API does after ALTEN
+  vars:
+    stem: "{{ alten.results[0].message.split()[0][:-1] }}"
+  magrathea.secure.ntsapi_number:
+    numbers: "{{ range(10) | map('string') | map('regex_replace', '^', stem) | list }}"
 
 - name: Deactivate, carrying on when the number is not ours any more
   magrathea.secure.ntsapi_command:
     commands:
-      - DEAC 01792100001
+      - "DEAC 01792100001"
     accept_messages:
       - not allocated to this account
 '''
@@ -103,7 +127,7 @@ results:
   elements: dict
   contains:
     command:
-      description: The command as sent.
+      description: The command as sent (an IAX2 secret masked).
       type: str
       sample: STAT 01792100001
     code:
@@ -113,7 +137,7 @@ results:
       type: int
       sample: 0
     message:
-      description: Text after the digit of the (final) reply line; null for a skipped command.
+      description: Text after the digit of the (final) reply line (an IAX2 secret masked); null for a skipped command.
       type: str
       sample: 01792100001 Y 2026-11-27 S:441792100001@sip.example.com||
     lines:
@@ -136,13 +160,14 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
-    CommandOutcome,
-    check_raw_commands,
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import check_raw_commands, mask_text
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
+    hide_target_secrets,
     ntsapi_argument_spec,
+    refuse_before_sending,
     run_module_session,
-    run_raw_commands,
 )
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_reads import CommandOutcome, run_raw_commands
 
 
 def main():
@@ -155,12 +180,18 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    hide_target_secrets(module, params['commands'])
+    problems = []
     try:
         check_raw_commands(params['commands'])
-        for pattern in params['accept_messages']:
+    except ValueError as exc:
+        problems.append(str(exc))
+    for index, pattern in enumerate(params['accept_messages']):
+        try:
             re.compile(pattern)
-    except (ValueError, re.error) as exc:
-        module.fail_json(msg='%s. Nothing was sent.' % exc)
+        except re.error as exc:
+            problems.append('accept_messages[%d] is not a Python regular expression: %s' % (index, exc))
+    refuse_before_sending(module, problems)
     if not params['commands']:
         module.exit_json(changed=False, results=[])
 
@@ -174,7 +205,7 @@ def main():
     if outcome.failed is not None:
         failed = outcome.failed
         module.fail_json(msg='%s answered %d %s; the commands after it were not sent (accept this reply with accept_codes or accept_messages)'
-                         % (failed['command'], failed['code'], failed['message']),
+                         % (mask_text(failed['command']), failed['code'], mask_text(failed['message'])),
                          results=outcome.results, failed_command=failed, changed=outcome.changed)
     module.exit_json(changed=outcome.changed, results=outcome.results)
 

@@ -17,8 +17,12 @@ description:
     (a race lost to another account is retried twice), or reactivates it with C(REAC) when it was deactivated.
     O(state=inactive) deactivates it with C(DEAC).
   - Hundreds of numbers are handled in one task and one session; a number the server refuses is reported
-    in RV(numbers) and fails the task at the end, without stopping the others.
-  - Everything given is checked (number formats, target forms, feature letters, 999 field limits) before anything is sent.
+    in RV(numbers) and fails the task at the end, without stopping the others. When the server refuses one option of a number
+    (O(targets), O(features), O(order) or O(emergency)), the message names that option and the other options are still applied.
+  - Everything given is checked (number formats, target forms, feature letters, order periods, 999 field limits; printable
+    ASCII only, no line breaks or other control characters), and every command that may be sent for every number is built
+    and checked, before anything is sent. A task that fails on its input has changed nothing.
+  - The secret of an IAX2 target is masked in everything returned, in the diff, in messages and in the logged invocation.
 author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
@@ -36,8 +40,10 @@ attributes:
 options:
   numbers:
     description:
-      - The numbers to manage, in UK national format (V(01792100001)), P instead of the leading 0 for a number ported in
-        (V(P1792100001)), or V(+) international form. Spaces are ignored and V(+44) becomes V(0).
+      - The numbers to manage, in UK national format (V(01792100001), 10 or 11 digits), P instead of the leading 0 for a number
+        ported in (V(P1792100001)), or V(+) international form. Spaces are ignored and V(+44) becomes V(0).
+      - Quote every number in YAML. Unquoted, V(02012300002) is read as the octal integer 271155202 (and a number
+        without 8 or 9 loses its leading 0); the module recognises such an integer and says which number it was.
       - A single number may be given as a string with the alias O(number).
     type: list
     elements: str
@@ -67,10 +73,14 @@ options:
       - Feature letters to switch on (V(true)) or off (V(false)), for example C(D) (present the called number as CLI)
         on and C(J) (anonymous call rejection) off, see the examples. Letters not named are left alone.
       - Read with C(FEAT <number>) and changed with C(FEAT <number> <letter>) or C(FEAT <number> -<letter>).
+        Neither the listing nor the C(-) form is published; when the server refuses them, this option fails by name and the
+        others are still applied (switch features with M(magrathea.secure.ntsapi_command) then).
     type: dict
   order:
     description:
       - Time-of-day periods for target slots 1, 2 and 3 (C(ORDE)), for example V(0800-1800); an empty or null entry leaves the slot alone.
+      - The period format is not published; the sandbox takes C(HHMM) or C(HHMM-HHMM), comma separated. When the server
+        refuses it, this option fails by name and the others are still applied.
       - NTSAPI cannot read the order back, see O(send_order).
     type: list
     elements: str
@@ -128,6 +138,8 @@ options:
     default: 128
 notes:
   - A number held by another account cannot be allocated; the task fails for it and says so.
+  - Every reply must be complete within O(timeout), and the whole session within an hour.
+  - To allocate a range of ten, find it with C(ALTEN) through M(magrathea.secure.ntsapi_command) and give the ten numbers here.
 seealso:
   - module: magrathea.secure.ntsapi_number_info
   - module: magrathea.secure.ntsapi_command
@@ -136,27 +148,27 @@ seealso:
 EXAMPLES = r'''
 - name: One number, active, SIP to our PBX
   magrathea.secure.ntsapi_number:
-    number: 01792100001
+    number: "01792100001"
     targets:
-      - S:441792100001@pbx.example.com
+      - "S:441792100001@pbx.example.com"
 
 - name: Two hundred numbers moved to the new SBC in one task and one session
   magrathea.secure.ntsapi_number:
     numbers: "{{ our_numbers }}"
     targets:
       - "S:{international}@sbc2.example.com"
-      - 441792000000
+      - "441792000000"
 
 - name: With features, time-of-day order and 999 data, pinned to the server certificate
   magrathea.secure.ntsapi_number:
-    number: 01792100001
+    number: "01792100001"
     fingerprint: "{{ ntsapi_sha256 }}"
     targets:
-      - S:441792100001@pbx.example.com
-      - V:voicemail@example.com
+      - "S:441792100001@pbx.example.com"
+      - "V:voicemail@example.com"
     order:
-      - 0800-1800
-      - 1800-0800
+      - "0800-1800"
+      - "1800-0800"
     features:
       D: true
       J: false
@@ -170,7 +182,7 @@ EXAMPLES = r'''
 
 - name: Give a number back
   magrathea.secure.ntsapi_number:
-    number: 01792100002
+    number: "01792100002"
     state: inactive
 '''
 
@@ -192,7 +204,7 @@ numbers:
       description: Whether the server refused something for this number.
       type: bool
     msg:
-      description: What was refused, when RV(numbers[].failed).
+      description: What was refused for this number, naming the option (targets, features, order, emergency) when only that option failed.
       type: str
       returned: when failed
     commands:
@@ -249,7 +261,8 @@ numbers:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
+    hide_target_secrets,
     ntsapi_argument_spec,
     run_module_session,
 )
@@ -280,6 +293,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    hide_target_secrets(module, params['targets'] or [])
     try:
         specs = build_specs(params['numbers'], params['state'], params['targets'], params['features'], params['order'],
                             params['emergency'], to_bool=lambda value: boolean(value, strict=True))

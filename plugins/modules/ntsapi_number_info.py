@@ -18,6 +18,7 @@ description:
     few round trips. A server that does not keep up is detected and the module carries on one command at a time,
     with a warning.
   - Never changes anything.
+  - Every reply must be complete within O(timeout), and the whole session within an hour.
 author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
@@ -29,8 +30,10 @@ extends_documentation_fragment:
 options:
   numbers:
     description:
-      - Numbers to read, in UK national format (V(01792100001)), P instead of the leading 0 for a number
+      - Numbers to read, in UK national format (V(01792100001), 10 or 11 digits), P instead of the leading 0 for a number
         ported in (V(P1792100001)), or V(+) international form. Spaces are ignored and V(+44) becomes V(0).
+      - Quote every number in YAML. Unquoted, V(02012300002) is read as the octal integer 271155202; the module recognises
+        such an integer and says which number it was.
       - A number this account does not hold is returned with RV(numbers[].state=unallocated), not as an error.
       - At least one of O(numbers) and O(prefix) is required.
     type: list
@@ -38,7 +41,8 @@ options:
     aliases: [number]
   prefix:
     description:
-      - List numbers available for allocation that start with this prefix (C(ALIST)). V(_) matches any one digit.
+      - List numbers available for allocation that start with this prefix (C(ALIST)), for example V(01792) (quote it in YAML).
+        V(_) matches any one digit.
     type: str
   quantity:
     description:
@@ -75,9 +79,9 @@ EXAMPLES = r'''
 - name: Read three numbers (connection settings from MAGRATHEA_NTSAPI_* and MAGRATHEA_CA_FILE)
   magrathea.secure.ntsapi_number_info:
     numbers:
-      - 01792100001
-      - 01792100002
-      - P1632960001
+      - "01792100001"
+      - "01792100002"
+      - "P1632960001"
   register: numbers
 
 - name: Show the targets of the first one
@@ -131,7 +135,7 @@ numbers:
           description: Slot 1, 2 or 3.
           type: int
         value:
-          description: The target as NTSAPI holds it.
+          description: The target as NTSAPI holds it (an IAX2 secret masked).
           type: str
           sample: "S:441792100001@sip.example.com"
         kind:
@@ -173,14 +177,13 @@ available_message:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import (
-    PATTERN_RE,
-    available_numbers,
-    normalize_number,
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar import check_prefix, normalize_numbers
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_module import (
     ntsapi_argument_spec,
-    read_numbers,
+    refuse_before_sending,
     run_module_session,
 )
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_reads import available_numbers, read_numbers
 
 
 def main():
@@ -197,27 +200,21 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    numbers, problems = [], []
-    for raw in params['numbers'] or []:
-        try:
-            number = normalize_number(raw)
-        except ValueError as exc:
-            problems.append(str(exc))
-            continue
-        if number not in numbers:
-            numbers.append(number)
+    numbers, problems = normalize_numbers(params['numbers'], 'numbers')
     if not 1 <= params['quantity'] <= 1000:
         problems.append('quantity must be between 1 and 1000')
-    if params['prefix'] is not None and not PATTERN_RE.match(params['prefix']):
-        problems.append('prefix %r must be 1 to 11 digits (or _ for any one digit), e.g. 01792' % params['prefix'])
-    if problems:
-        module.fail_json(msg='; '.join(problems) + '. Nothing was sent.')
+    if params['prefix'] is not None:
+        try:
+            check_prefix(params['prefix'])
+        except ValueError as exc:
+            problems.append(str(exc))
+    refuse_before_sending(module, problems)
+    shape = dict(block=params['block'], emergency=params['emergency'], features=params['features'])
 
     def work(session):
         result = {}
         if numbers:
-            result['numbers'] = read_numbers(session, numbers, block=params['block'], emergency=params['emergency'],
-                                             features=params['features'])
+            result['numbers'] = [model.to_dict(number=True, **shape) for model in read_numbers(session, numbers, **shape)]
         if params['prefix'] is not None:
             result['available'], result['available_message'] = available_numbers(session, params['prefix'], params['quantity'])
         return result

@@ -36,7 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, '.ansible', 'collections'))
 
-from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi import NtsapiSession  # noqa: E402 pylint: disable=wrong-import-position
+from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_session import NtsapiSession  # noqa: E402 pylint: disable=wrong-import-position
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import Endpoint  # noqa: E402 pylint: disable=wrong-import-position
 
 ONE_WAY_DELAY = 0.010

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import socket
 import ssl
+import subprocess
+import threading
 import time
 
 import pytest
 
-from sandbox.ntsapi import GREETING, NtsapiServer
+from sandbox.ntsapi import GOODBYE, GREETING, INVENTED, REFUSABLE, NtsapiServer
 from sandbox.registry import NumberRegistry, expand_pool_entry
 
 PASSWORD = "s3cret pass phrase"
@@ -590,3 +593,201 @@ def test_garbage_after_breaks_the_grammar(start, connect):
     client = connect(start(garbage_after=1)).login()
     reply = client.command("STAT " + "P" + PORTED[1:])
     assert reply and not REPLY_GRAMMAR.match(reply)
+
+
+# -- following the public clients ---------------------------------------------------
+
+
+def test_alten_names_ten_free_numbers_and_reserves_nothing(server, client):
+    reply = client.command("ALTEN 01792______")
+    match = re.fullmatch(r"0 (\d{10}_) Range found", reply)
+    assert match, reply
+    stem = match.group(1)[:-1]
+    for digit in "0123456789":  # as Magrathea::API 0.9 does: ALLO and ACTI for each of the ten
+        assert client.command("ALLO %s%s" % (stem, digit)) == "0 %s%s Allocated" % (stem, digit)
+        assert client.command("ACTI %s%s" % (stem, digit)) == "0 Number activated OK"
+    assert client.command("ALTEN %s_" % stem) == "1 No range found for allocation"
+    assert client.command("ALTEN 09999______") == "1 No range found for allocation"
+    failure(client.command("ALTEN 01792"))
+
+
+def test_ten_digit_national_numbers_are_allocated(client):
+    assert client.command("ALLO 0169770005") == "0 0169770005 Allocated"
+    assert client.command("ACTI 0169770005") == "0 Number activated OK"
+    assert client.command("STAT 0169770005").startswith("0 0169770005 Y ")
+    assert client.command("ALTEN 016977001_") == "0 016977001_ Range found"
+    assert "0 0169770006" in client.multi("ALIST 016977000 10")
+
+
+def test_stat_per_target_as_magrathea_api_reads_it(start, connect):
+    client = connect(start(stat_format="per-target")).login()
+    client.command("ACTI 01792100004")
+    client.command("SET 01792100004 1 S:441792100004@sip.example.com")
+    client.command("SET 01792100004 3 F:fax@example.com")
+    reply = client.command("STAT 01792100004")
+    assert re.fullmatch(r"0 01792100004 Y (\d{4}-\d\d-\d\d) S:441792100004@sip\.example\.com\|\|01792100004 Y \1 F:fax@example\.com", reply), reply
+
+
+def test_framing_per_read_takes_a_command_without_a_line_ending(start, connect, log_path):
+    client = connect(start(framing="read"))
+    assert client.read_line() == GREETING
+    client.sock.sendall(("AUTH sandbox " + PASSWORD).encode())
+    assert client.read_line() == "0 Access granted. Welcome (cl=500)"
+    client.sock.sendall(b"STAT P1632960001")
+    assert client.read_line().startswith("0 P1632960001 Y ")
+    client.sock.sendall(b"STAT P1632960001\r\nSTAT P1632960002\r\n")  # one read: the second line is never seen
+    assert client.read_line().startswith("0 P1632960001 Y ")
+    client.sock.sendall(b"QUIT\r\n")
+    assert client.read_line() == GOODBYE
+    assert [entry["command"] for entry in log_entries(log_path)] == ["AUTH sandbox ********", "STAT P1632960001", "STAT P1632960001", "QUIT"]
+
+
+@pytest.mark.parametrize("refused, line", [
+    ("feat-list", "FEAT 01792100008"), ("feat-off", "FEAT 01792100008 -D"), ("orde-periods", "ORDE 01792100008 1 0800-1800"),
+])
+def test_invented_behaviours_can_be_refused(start, connect, refused, line):
+    client = connect(start(refuse=[refused])).login()
+    client.command("ACTI 01792100008")
+    failure(client.command(line))
+    assert client.command("FEAT 01792100008 D") == "0 Feature D enabled"
+
+
+def test_every_invented_behaviour_says_why_and_only_those_can_be_refused():
+    assert set(REFUSABLE) <= set(INVENTED)
+    assert all(what and why for what, why in INVENTED.values())
+    with pytest.raises(ValueError, match="cannot refuse"):
+        NtsapiServer(refuse=["stat-format"])
+
+
+def test_the_log_masks_iax2_secrets(client, log_path):
+    client.command("ACTI 01792100009")
+    assert client.command("SET 01792100009 1 I:pbx:hunter2secret@iax.example.com") == "0 Number updated OK"
+    assert "hunter2secret" in client.command("STAT 01792100009")
+    text = log_path.read_text(encoding="utf-8")
+    assert "hunter2secret" not in text and "I:pbx:********@iax.example.com" in text
+
+
+# -- clients nobody here wrote --------------------------------------------------------
+
+PHP_CLIENT = r"""<?php
+// The guide's client: fsockopen("ssl://...") and one command per line.
+$fp = fsockopen("ssl://localhost", (int)getenv("NTSAPI_PORT"), $errno, $errstr, 10);
+if (!$fp) { fwrite(STDERR, "connect: $errstr\n"); exit(2); }
+echo fgets($fp);
+fwrite($fp, "AUTH " . getenv("NTSAPI_USER") . " " . getenv("NTSAPI_PASSWORD") . "\r\n");
+echo fgets($fp);
+fwrite($fp, "STAT P1632960001\r\n");
+echo fgets($fp);
+fwrite($fp, "QUIT\r\n");
+echo fgets($fp);
+fclose($fp);
+"""
+
+
+def _client_env(server, **extra):
+    return dict(os.environ, NTSAPI_PORT=str(server.port), NTSAPI_USER="sandbox", NTSAPI_PASSWORD=PASSWORD, **extra)
+
+
+def test_the_guides_php_client(server, pki, tmp_path):
+    script = tmp_path / "client.php"
+    script.write_text(PHP_CLIENT)
+    done = subprocess.run(["php", "-d", "openssl.cafile=" + pki["ca_file"], str(script)], env=_client_env(server),
+                          capture_output=True, text=True, timeout=60, check=False)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0, done.stderr
+    assert lines[0] == GREETING and lines[1] == "0 Access granted. Welcome (cl=500)"
+    assert lines[2].startswith("0 P1632960001 Y ") and lines[3] == GOODBYE
+    untrusted = subprocess.run(["php", str(script)], env=_client_env(server), capture_output=True, text=True, timeout=60, check=False)
+    assert untrusted.returncode != 0 and "certificate verify failed" in untrusted.stderr + untrusted.stdout
+
+
+def test_openssl_s_client(server, pki):
+    done = subprocess.run(["openssl", "s_client", "-quiet", "-verify_return_error", "-verify_hostname", "localhost", "-CAfile", pki["ca_file"],
+                           "-connect", "127.0.0.1:%d" % server.port],
+                          input="AUTH sandbox %s\nSTAT P1632960001\nQUIT\n" % PASSWORD, capture_output=True, text=True, timeout=60, check=False)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [GREETING, "0 Access granted. Welcome (cl=500)"] and lines[2].startswith("0 P1632960001 Y ")
+    assert lines[3] == GOODBYE
+
+
+# A client written the way Net::Magrathea 0.03 talks (Net::Telnet without telnet mode, waitfor on the published
+# replies, a plain TCP connection that a TLS tunnel carries): Net::Magrathea itself is on CPAN only, which this
+# machine cannot reach, so this script follows its exchange with Debian's Net::Telnet.
+NET_TELNET_CLIENT = r"""
+use strict; use warnings; use Net::Telnet;
+my $t = Net::Telnet->new(Host => '127.0.0.1', Port => $ENV{TUNNEL_PORT}, Telnetmode => 0, Timeout => 10);
+$t->waitfor('/0 Magrathea NTS GW \(ntsapi.c\(V0.1\)\)/') or die "no greeting\n";
+$t->print("AUTH $ENV{NTSAPI_USER} $ENV{NTSAPI_PASSWORD}");
+$t->getline;
+$t->getline =~ m{0 Access granted. Welcome \(cl=500\)} or die 'AUTH: ' . $t->lastline;
+$t->print('ALLO 02012300___');
+my (undef, $match) = $t->waitfor('/0\s+\d+\s+Allocated/');
+my ($number) = $match =~ m{(\d\d+)};
+print "allocated $number\n";
+for my $step (["ACTI $number", '0 Number activated OK'], ["SET $number 1 S:44" . substr($number, 1) . '@sip.example.com', '0 Number updated OK'],
+              ["STAT $number", '0\s+\d+\s+.*'], ["INFO $number GEN Example Widgets, Swansea", '0 Information updated'],
+              ["DEAC $number", '0 Number deactivated OK']) {
+    $t->print($step->[0]);
+    my (undef, $got) = $t->waitfor("/$step->[1]/") or die "$step->[0]: " . $t->lastline;
+    print "$got\n";
+}
+$t->print('QUIT');
+$t->getline;
+print $t->getline;
+"""
+
+
+class TlsTunnel:
+    """Plain TCP on 127.0.0.1 carried over TLS to ``port``, one connection at a time (what stunnel or socat would do)."""
+
+    def __init__(self, port, context):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target, self.context = port, context
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        plain, dummy = self.listener.accept()
+        upstream = self.context.wrap_socket(socket.create_connection(("127.0.0.1", self.target), timeout=10), server_hostname="localhost")
+        pump = threading.Thread(target=self._pump, args=(upstream, plain), daemon=True)
+        pump.start()
+        self._pump(plain, upstream)
+        pump.join(10)
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_net_magrathea_style_perl_client_through_a_tls_tunnel(server, client_context, tmp_path):
+    tunnel = TlsTunnel(server.port, client_context)
+    try:
+        script = tmp_path / "client.pl"
+        script.write_text(NET_TELNET_CLIENT)
+        done = subprocess.run(["perl", str(script)], env=_client_env(server, TUNNEL_PORT=str(tunnel.port)),
+                              capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        tunnel.close()
+    assert done.returncode == 0, done.stderr + done.stdout
+    lines = done.stdout.splitlines()
+    number = lines[0].split()[1]
+    assert re.fullmatch(r"020123\d{5}", number)
+    assert lines[1:] == ["0 Number activated OK", "0 Number updated OK", lines[3], "0 Information updated", "0 Number deactivated OK", GOODBYE]
+    assert re.fullmatch(r"0 %s Y \d{4}-\d\d-\d\d S:44%s@sip\.example\.com\|\|" % (number, number[1:]), lines[3]), lines[3]

@@ -9,12 +9,13 @@ so the replies are the sandbox's, without sockets.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
 from ansible_collections.magrathea.secure import sandbox as sandbox_package
-from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi
+from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi_grammar as grammar
 from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_number import NumberReconciler, build_specs, diff_of
 from ansible_collections.magrathea.secure.sandbox import registry as registry_module
 
@@ -29,25 +30,25 @@ MUTATING = ('ALLO', 'ACTI', 'DEAC', 'REAC', 'SET', 'ORDE', 'SPIN', 'BLKACTI', 'B
 class RegistrySession:
     """NtsapiSession's query/run over the sandbox command table; records what was sent and how."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, **behaviour):
         self.registry = registry
-        self.commands = sandbox_ntsapi.NtsapiCommands(registry)
+        self.commands = sandbox_ntsapi.NtsapiCommands(registry, **behaviour)
         self.sent = []
 
     def _reply(self, command):
         words = command.split(None, 1)
         lines = iter(self.commands.run(words[0].upper(), words[1] if len(words) == 2 else ''))
-        code, message = _ntsapi.parse_line(next(lines))
-        if not _ntsapi.is_multi_line(command):
-            return _ntsapi.Reply(command, code, message)
+        code, message = grammar.parse_line(next(lines))
+        if not grammar.is_multi_line(command):
+            return grammar.Reply(command, code, message)
         data = []
         while code == 0:
             data.append(message)
-            code, message = _ntsapi.parse_line(next(lines))
-        return _ntsapi.Reply(command, 0 if data else code, message, data)
+            code, message = grammar.parse_line(next(lines))
+        return grammar.Reply(command, 0 if data else code, message, data)
 
     def query(self, commands):
-        assert all(_ntsapi.is_read_only(command) for command in commands)
+        assert all(grammar.is_read_only(command) for command in commands)
         self.sent.extend(('query', command) for command in commands)
         return [self._reply(command) for command in commands]
 
@@ -56,16 +57,17 @@ class RegistrySession:
         return self._reply(command)
 
     def mutating(self):
-        return [command for dummy, command in self.sent if not _ntsapi.is_read_only(command)]
+        return [command for dummy, command in self.sent if not grammar.is_read_only(command)]
 
 
 @pytest.fixture(name='registry')
 def registry_fixture():
-    return sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099'], taken=['01792100007'], ported=['01632960001'])
+    return sandbox_ntsapi.NumberRegistry(pool=['01792100000-01792100099', '0169770000-0169770019'], taken=['01792100007'],
+                                         ported=['01632960001'])
 
 
-def reconcile(registry, check_mode=False, send_order='on_change', **description):
-    session = RegistrySession(registry)
+def reconcile(registry, check_mode=False, send_order='on_change', behaviour=None, **description):
+    session = RegistrySession(registry, **(behaviour or {}))
     description.setdefault('numbers', ['01792100001'])
     reconciler = NumberReconciler(session, build_specs(**description), check_mode=check_mode, send_order=send_order)
     outcomes = reconciler.run()
@@ -271,3 +273,63 @@ def test_iax2_secret_masked_in_commands_and_states(registry):
     shown = repr(outcomes[0].to_dict()) + repr(diff_of(outcomes))
     assert 'hunter2' not in shown and 'I:user:********@iax.example.com' in shown
     assert registry.describe('01792100001')['targets'][0] == target
+
+
+# -- regressions and fidelity (issue 12) ------------------------------------------------------------------
+
+
+def test_every_command_is_built_and_checked_before_anything_is_sent():
+    long_host = 'S:{international}@' + 'a' * 600 + '.example.com'
+    with pytest.raises(ValueError, match='at most 512') as info:
+        build_specs(['01792100001', '01792100002'], targets=['441234567890', long_host], order=['0800-1800'])
+    assert str(info.value).endswith('Nothing was sent.')
+    specs = build_specs(['01792100001'], targets=[SIP], features={'D': True, 'J': False}, order=['0800-1800'],
+                        emergency={'name': 'Example', 'postcode': 'SA1 1AA', 'title': ''})
+    assert specs[0].commands['FEAT', 'J', False] == 'FEAT 01792100001 -J'
+    assert specs[0].commands['INFO', 'title'] == 'INFO 01792100001 999 TITLE'
+    assert specs[0].commands['ORDE', 1] == 'ORDE 01792100001 1 0800-1800'
+
+
+@pytest.mark.parametrize('description, option', [
+    (dict(targets=['S:a@b.example\n']), 'targets[0]'),
+    (dict(order=['0800-1800\n']), 'order[0]'),
+    (dict(features={'D\n': True}), 'features key'),
+    (dict(emergency={'name': 'Example\n', 'postcode': 'SA1 1AA'}), 'emergency.name'),
+    (dict(emergency={'name': 'Zo\u00eb', 'postcode': 'SA1 1AA'}), 'emergency.name'),
+    (dict(numbers=['01792100001\n']), 'numbers[0]'),
+])
+def test_a_line_break_or_non_ascii_in_any_option_is_refused_by_name(description, option):
+    description.setdefault('numbers', ['01792100001'])
+    with pytest.raises(ValueError, match=re.escape(option)):
+        build_specs(to_bool=_strict_bool, **description)
+
+
+def test_a_ten_digit_national_number_is_allocated(registry):
+    session, outcomes, dummy = reconcile(registry, numbers=['0169770005'], targets=[SIP])
+    assert session.mutating() == ['ALLO 0169770005', 'ACTI 0169770005', 'SET 0169770005 1 S:44169770005@sip.example.com']
+    assert outcomes[0].failure is None and outcomes[0].after.state == 'active'
+
+
+def test_stat_in_the_per_target_reading_is_idempotent(registry):
+    description = dict(targets=[SIP, '441234567890', 'F:fax@example.com'], behaviour={'stat_format': 'per-target'})
+    first, outcomes, dummy = reconcile(registry, **description)
+    assert outcomes[0].after.targets == ['S:441792100001@sip.example.com', '441234567890', 'F:fax@example.com']
+    second, outcomes, dummy = reconcile(registry, **description)
+    assert second.mutating() == []
+
+
+@pytest.mark.parametrize('refused, option, applied', [
+    ('feat-list', 'features', ['SET', 'ORDE', 'INFO']),
+    ('feat-off', 'features', ['SET', 'FEAT', 'ORDE', 'INFO']),
+    ('orde-periods', 'order', ['SET', 'FEAT', 'INFO']),
+])
+def test_an_invented_form_the_server_refuses_fails_its_option_only(registry, refused, option, applied):
+    activate(registry, '01792100001')
+    registry.set_feature('01792100001', 'J')
+    session, outcomes, dummy = reconcile(registry, targets=[SIP], features={'D': True, 'J': False}, order=['0800-1800'],
+                                         emergency={'name': 'Example', 'postcode': 'SA1 1AA'}, behaviour={'refuse': [refused]})
+    failure = outcomes[0].failure
+    assert '01792100001: %s could not be applied' % option in failure, failure
+    assert sorted(set(command.split()[0] for command in outcomes[0].commands)) == sorted(applied)
+    assert registry.configuration('01792100001')['targets'][0] == 'S:441792100001@sip.example.com'
+    assert registry.configuration('01792100001')['emergency'] is not None

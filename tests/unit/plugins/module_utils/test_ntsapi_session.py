@@ -1,7 +1,7 @@
 # Copyright: contributors to magrathea.secure
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The NTSAPI session client: reply grammar, typed STAT, target forms, pipelining and its fall-back, faults."""
+"""The NTSAPI session over real TLS: greeting, one AUTH, deadlines, pipelining, framing, its fall-back, faults, raw command runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi, _tls
+from ansible_collections.magrathea.secure.plugins.module_utils import _ntsapi_reads, _ntsapi_session, _tls
 from ansible_collections.magrathea.secure.sandbox import pki
 
 PASSWORD = 'Sandbox-Secret-42'
@@ -27,11 +27,14 @@ class ScriptedServer:
     Faults apply to the first connection only, so a client's fall-back session is served normally.
     ``close_after``/``garbage_after``/``out_of_step_at``: command count (AUTH included) after which the
     server closes, answers garbage, or answers a STAT about another number. ``first_line_only``: each
-    recv() is answered for its first line only (a server that cannot pipeline). ``silent``: no reply after AUTH.
+    recv() is answered for its first line only (a server that frames a command per read). ``silent``: no reply after AUTH.
+    ``trickle``: seconds between the bytes of every line sent after the first ``trickle_after`` lines (greeting included).
+    ``busy_connections``: indexes of connections greeted with a refusal; ``auth_refused_from``: the first connection whose AUTH fails.
     """
 
     def __init__(self, tmp_path, authority, numbers=(), close_after=0, garbage_after=0, out_of_step_at=0,
-                 first_line_only=False, silent=False, every_connection=False, greeting='0 Magrathea NTS GW (ntsapi.c(V0.1))'):
+                 first_line_only=False, silent=False, every_connection=False, greeting='0 Magrathea NTS GW (ntsapi.c(V0.1))',
+                 trickle=0.0, trickle_after=0, busy_connections=(), auth_refused_from=None):
         certificate, key = authority.issue()
         self.certificate = certificate
         self.context = pki.issued_server_context(certificate, key, str(tmp_path))
@@ -43,6 +46,10 @@ class ScriptedServer:
         self.silent = silent
         self.every_connection = every_connection
         self.greeting = greeting
+        self.trickle = trickle
+        self.trickle_after = trickle_after
+        self.busy_connections = busy_connections
+        self.auth_refused_from = auth_refused_from
         self.connections = []  # per connection: list of recv() chunks, each a list of lines
         self.handshakes = 0
         self.listener = socket.create_server(('127.0.0.1', 0))
@@ -79,14 +86,27 @@ class ScriptedServer:
         self.connections.append(chunks)
         faulty = index == 0 or self.every_connection
         try:
-            self._session(tls, chunks, faulty)
+            if index in self.busy_connections:
+                tls.sendall(b'1 Too many connections: try again later\r\n')
+                return
+            self._session(tls, chunks, faulty, index)
         except (ssl.SSLError, OSError):
             pass
         finally:
             tls.close()
 
-    def _session(self, tls, chunks, faulty):
-        tls.sendall(self.greeting.encode() + b'\r\n')
+    def _send(self, tls, lines, sent):
+        data = ''.join(text + '\r\n' for text in lines).encode()
+        if not self.trickle or sent < self.trickle_after:
+            tls.sendall(data)
+            return
+        for index in range(len(data)):
+            if self.stopping.wait(self.trickle):
+                return
+            tls.sendall(data[index:index + 1])
+
+    def _session(self, tls, chunks, faulty, index):
+        self._send(tls, [self.greeting], 0)
         buffer, count = b'', 0
         while True:
             data = tls.recv(65536)
@@ -110,7 +130,9 @@ class ScriptedServer:
                     reply = ['Magrathea gateway hiccup']
                 else:
                     reply = self.respond(line, out_of_step=faulty and count == self.out_of_step_at)
-                tls.sendall(''.join(text + '\r\n' for text in reply).encode())
+                    if line.startswith('AUTH') and self.auth_refused_from is not None and index >= self.auth_refused_from:
+                        reply = ['1 Access denied']
+                self._send(tls, reply, count)
                 if line == 'QUIT':
                     return
 
@@ -156,149 +178,19 @@ def serve_fixture(authority, tmp_path):
 
 def session_for(server, ca_file, depth=32, timeout=5, password=PASSWORD, fingerprint=None):
     endpoint = _tls.Endpoint('localhost', server.port, ca_path=ca_file, timeout=timeout, fingerprint=fingerprint)
-    return _ntsapi.NtsapiSession(endpoint, 'acct', password, pipeline_depth=depth)
+    return _ntsapi_session.NtsapiSession(endpoint, 'acct', password, pipeline_depth=depth)
 
 
 NUMBERS = {'0179210%04d' % index: 'S:44179210%04d@sip.example.com||' % index for index in range(200)}
 
 
-# -- grammar and typed parsing ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize('line, expected', [
-    ('0 Access granted. Welcome (cl=500)', (0, 'Access granted. Welcome (cl=500)')),
-    ('1 No number found for allocation', (1, 'No number found for allocation')),
-    ('9\tNo record found', (9, 'No record found')),
-    ('0 ', (0, '')),
-    ('0', None),
-    ('10 two digits', None),
-    ('OK 0', None),
-    ('', None),
-    ('Magrathea gateway hiccup', None),
-])
-def test_reply_grammar(line, expected):
-    assert _ntsapi.parse_line(line) == expected
-
-
-@pytest.mark.parametrize('message, active, expiry, targets', [
-    ('01792100001 Y 2026-11-27 S:441792100001@sip.example.com|441234567890|F:fax@example.com', True, '2026-11-27',
-     ['S:441792100001@sip.example.com', '441234567890', 'F:fax@example.com']),
-    ('01792100001 N 2026-11-27 ||', False, '2026-11-27', ['', '', '']),
-    ('01792100001 Y 2026-11-27 |V:vm@example.com|', True, '2026-11-27', ['', 'V:vm@example.com', '']),
-    ('01792100001 Y 2026-11-27', True, '2026-11-27', ['', '', '']),
-    ('P1792100001 y 2026-11-27 E:441792100001@sbc.example.com', True, '2026-11-27', ['E:441792100001@sbc.example.com', '', '']),
-])
-def test_stat_parsing_tolerates_empty_slots(message, active, expiry, targets):
-    status = _ntsapi.NumberStatus.from_message(message)
-    assert (status.active, status.expiry, status.targets) == (active, expiry, targets)
-
-
-@pytest.mark.parametrize('message', [
-    '01792100001 Y',
-    '01792100001 X 2026-11-27 ||',
-    '01792100001 Y 27/11/2026 ||',
-    '01792100001 Y 2026-11-27 a|b|c|d',
-])
-def test_stat_parsing_refuses_other_shapes(message):
-    with pytest.raises(ValueError):
-        _ntsapi.NumberStatus.from_message(message)
-
-
-@pytest.mark.parametrize('target, kind', [
-    ('441234567890', 'divert'),
-    ('S:441792100001@sip.example.com', 'sip'),
-    ('s:441792100001@sip.example.com:5060', 'sip-inband'),
-    ('E:441792100001@sbc.example.com', 'tls'),
-    ('I:user:secret@iax.example.com', 'iax2'),
-    ('F:fax@example.com', 'fax2email'),
-    ('V:voicemail@example.co.uk', 'voice2email'),
-])
-def test_target_forms_accepted_and_typed(target, kind):
-    assert _ntsapi.target_error(target) is None
-    assert _ntsapi.target_kind(target) == kind
-
-
-@pytest.mark.parametrize('target', [
-    '01792100001', '+441234567890', 'S:441792100001', 'S:user@', 'X:user@host', 'F:not-an-email', 'S:a b@host', 'S:a@host|x', '',
-])
-def test_bad_targets_name_the_accepted_forms(target):
-    error = _ntsapi.target_error(target)
-    assert 'Accepted forms' in error
-    for form in ('S:user@host', 's:user@host', 'E:user@host', 'I:user:secret@host', 'F:', 'V:', '441234567890'):
-        assert form in error
-
-
-def test_iax2_secret_is_masked():
-    assert _ntsapi.mask_target('I:user:hunter2@iax.example.com') == 'I:user:********@iax.example.com'
-    assert 'hunter2' not in _ntsapi.target_error('I:user:hunter2@bad host')
-    status = _ntsapi.NumberStatus('01792100001', True, '2030-01-01', ['I:user:hunter2@iax.example.com', '', ''])
-    assert 'hunter2' not in repr(status.to_dict())
-
-
-@pytest.mark.parametrize('raw, number', [
-    ('01792100001', '01792100001'),
-    ('01792 100 001', '01792100001'),
-    ('+44 1792 100001', '01792100001'),
-    ('0044-1792-100001', '01792100001'),
-    ('P1792100001', 'P1792100001'),
-    ('+3531234567', '+3531234567'),
-])
-def test_number_formats(raw, number):
-    assert _ntsapi.normalize_number(raw) == number
-
-
-@pytest.mark.parametrize('raw', ['1792100001', '01792', 'abc', '+44', '017921000011234'])
-def test_bad_numbers(raw):
-    with pytest.raises(ValueError, match='UK national format'):
-        _ntsapi.normalize_number(raw)
-
-
-@pytest.mark.parametrize('command, read_only, multi_line', [
-    ('STAT 01792100001', True, False),
-    ('ALIST 01792 5', True, True),
-    ('BLKINFO 01792100001', True, False),
-    ('INFO 01792100001 999 STATUS', True, False),
-    ('INFO 01792100001 999 DATA', True, True),
-    ('FEAT 01792100001', True, False),
-    ('FEAT 01792100001 D', False, False),
-    ('INFO 01792100001 999 VALIDATE', False, False),
-    ('INFO 01792100001 999 NAME Example', False, False),
-    ('INFO 01792100001 GEN hello', False, False),
-    ('ALLO 01792______', False, False),
-    ('ACTI 01792100001', False, False),
-    ('DEAC 01792100001', False, False),
-    ('REAC 01792100001', False, False),
-    ('SET 01792100001 1 441234567890', False, False),
-    ('ORDE 01792100001 1 0800-1800', False, False),
-    ('SPIN 01792100001 1234', False, False),
-    ('BLKACTI 01792 10', False, False),
-    ('BLKDEAC 01792100000', False, False),
-    ('SOMETHINGNEW 1', False, False),
-])
-def test_command_classes(command, read_only, multi_line):
-    assert _ntsapi.is_read_only(command) is read_only
-    assert _ntsapi.is_multi_line(command) is multi_line
-
-
-@pytest.mark.parametrize('commands, text', [
-    (['STAT 01792100001', 'AUTH acct ' + PASSWORD], r'commands\[1\] is AUTH'),
-    (['quit'], r'commands\[0\] is QUIT'),
-    (['STAT 01792100001\r\nDEAC 01792100001'], 'one line'),
-    ([''], 'empty'),
-])
-def test_raw_command_lists_are_checked_without_echoing_auth(commands, text):
-    with pytest.raises(ValueError, match=text) as info:
-        _ntsapi.check_raw_commands(commands)
-    assert PASSWORD not in str(info.value)
-
-
 def test_credentials_that_cannot_travel_on_the_auth_line_are_refused():
     endpoint = _tls.Endpoint('localhost', 777)
     with pytest.raises(ValueError) as info:
-        _ntsapi.NtsapiSession(endpoint, 'acct', 'two words')
+        _ntsapi_session.NtsapiSession(endpoint, 'acct', 'two words')
     assert 'two words' not in str(info.value)
     with pytest.raises(ValueError):
-        _ntsapi.NtsapiSession(endpoint, '', PASSWORD)
+        _ntsapi_session.NtsapiSession(endpoint, '', PASSWORD)
 
 
 # -- the session on the wire --------------------------------------------------------------------
@@ -380,10 +272,9 @@ def test_mutating_commands_are_never_pipelined(serve, ca_file):
     (dict(close_after=10), 'closed the connection'),
     (dict(garbage_after=10), 'outside the NTSAPI grammar'),
     (dict(out_of_step_at=10), 'out of step'),
-    (dict(first_line_only=True), 'sent no reply'),
 ])
 def test_pipelining_falls_back_to_lock_step_with_a_warning(serve, ca_file, monkeypatch, fault, reason):
-    monkeypatch.setattr(_ntsapi, 'PIPELINE_STALL', 0.5)
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
     server = serve(numbers=NUMBERS, **fault)
     commands = ['STAT 0179210%04d' % index for index in range(60)]
     with session_for(server, ca_file) as session:
@@ -438,7 +329,7 @@ def test_a_lost_mutating_reply_says_it_may_have_taken_effect(serve, ca_file):
 def test_raw_commands_stop_at_the_first_refusal(serve, ca_file):
     server = serve(numbers=NUMBERS)
     with session_for(server, ca_file) as session:
-        outcome = _ntsapi.run_raw_commands(session, ['STAT 01792100001', 'STAT 01792999999', 'DEAC 01792100001'])
+        outcome = _ntsapi_reads.run_raw_commands(session, ['STAT 01792100001', 'STAT 01792999999', 'DEAC 01792100001'])
     assert outcome.failed['command'] == 'STAT 01792999999' and outcome.failed['code'] == 1
     assert len(outcome.results) == 2 and not outcome.changed
     assert not any(line.startswith('DEAC') for line in server.lines())
@@ -447,8 +338,8 @@ def test_raw_commands_stop_at_the_first_refusal(serve, ca_file):
 def test_raw_commands_accept_codes_and_messages(serve, ca_file):
     server = serve(numbers=NUMBERS)
     with session_for(server, ca_file) as session:
-        by_code = _ntsapi.run_raw_commands(session, ['STAT 01792999999', 'DEAC 01792100001'], accept_codes=[1])
-        by_text = _ntsapi.run_raw_commands(session, ['STAT 01792999999', 'STAT 01792100001'], accept_messages=['not allocated'])
+        by_code = _ntsapi_reads.run_raw_commands(session, ['STAT 01792999999', 'DEAC 01792100001'], accept_codes=[1])
+        by_text = _ntsapi_reads.run_raw_commands(session, ['STAT 01792999999', 'STAT 01792100001'], accept_messages=['not allocated'])
     assert by_code.failed is None and by_code.changed and by_code.results[1]['message'] == 'OK DEAC'
     assert by_text.failed is None and not by_text.changed
 
@@ -457,7 +348,7 @@ def test_raw_commands_in_check_mode_send_only_reads(serve, ca_file):
     server = serve(numbers=NUMBERS)
     commands = ['STAT 01792100001', 'SET 01792100001 1 441234567890', 'ALIST 01792 2', 'DEAC 01792100001', 'INFO 01792100001 999 DATA']
     with session_for(server, ca_file) as session:
-        outcome = _ntsapi.run_raw_commands(session, commands, check_mode=True)
+        outcome = _ntsapi_reads.run_raw_commands(session, commands, check_mode=True)
     assert [result['skipped'] for result in outcome.results] == [False, True, False, True, False]
     assert outcome.changed and outcome.failed is None
     assert [line.split()[0] for line in server.lines()] == ['AUTH', 'STAT', 'ALIST', 'INFO', 'QUIT']
@@ -476,3 +367,73 @@ def test_a_bad_greeting_sends_no_auth_and_closes(serve, ca_file, greeting, error
     with pytest.raises(_tls.MagratheaConnectionError, match='session is closed'):
         session.query(['STAT 01792100001', 'STAT 01792100002'])
     assert server.lines() == []
+
+
+# -- regressions (issue 12) -------------------------------------------------------------------------
+
+
+def test_a_trickled_greeting_is_bounded_by_the_reply_deadline(serve, ca_file):
+    server = serve(trickle=0.05)
+    with pytest.raises(_tls.MagratheaTimeout, match='within 0.5s'):
+        session_for(server, ca_file, timeout=0.5).open()
+    assert server.lines() == []
+
+
+def test_a_trickled_stat_reply_is_bounded_by_the_reply_deadline(serve, ca_file):
+    server = serve(numbers=NUMBERS, trickle=0.05, trickle_after=2)
+    with pytest.raises(_tls.MagratheaTimeout, match='STAT 01792100001 within 0.5s'):
+        with session_for(server, ca_file, timeout=0.5) as session:
+            session.run('STAT 01792100001')
+
+
+def test_a_server_that_frames_per_read_is_detected_without_a_second_login(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
+    server = serve(numbers=NUMBERS, first_line_only=True, every_connection=True)
+    commands = ['STAT 0179210%04d' % index for index in range(20)]
+    with session_for(server, ca_file) as session:
+        replies = session.query(commands)
+        assert session.framing == 'read' and len(session.warnings) == 1 and 'one command per read' in session.warnings[0]
+    assert max(len(chunk) for chunk in server.connections[0][2:]) == 1
+    assert [reply.message.split()[0] for reply in replies] == [command.split()[1] for command in commands]
+    assert len(server.connections) == 1
+    assert [line.split()[0] for line in server.lines()].count('AUTH') == 1
+
+
+def test_a_busy_server_is_reconnected_to_under_the_retry_policy(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.5)
+    server = serve(numbers=NUMBERS, close_after=10, busy_connections=(1, 2))
+    commands = ['STAT 0179210%04d' % index for index in range(30)]
+    with session_for(server, ca_file) as session:
+        replies = session.query(commands)
+    assert [reply.message.split()[0] for reply in replies] == [command.split()[1] for command in commands]
+    assert len(server.connections) == 4 and session.connections == 4
+    assert len(session.warnings) == 1
+
+
+def test_a_server_that_stays_busy_ends_the_run_within_the_login_budget(serve, ca_file):
+    server = serve(numbers=NUMBERS, close_after=10, busy_connections=range(1, 100))
+    with pytest.raises(_tls.MagratheaConnectionError, match='refused the session'):
+        with session_for(server, ca_file) as session:
+            session.query(['STAT 0179210%04d' % index for index in range(30)])
+    assert len(server.connections) == _ntsapi_session.MAX_LOGINS
+
+
+def test_auth_refused_on_the_reconnect_is_never_retried(serve, ca_file):
+    server = serve(numbers=NUMBERS, close_after=10, auth_refused_from=1)
+    with pytest.raises(_tls.AuthenticationError, match='Not retried'):
+        with session_for(server, ca_file) as session:
+            session.query(['STAT 0179210%04d' % index for index in range(30)])
+    assert len(server.connections) == 2
+    assert [line.split()[0] for line in server.lines()].count('AUTH') == 2
+
+
+def test_a_late_reply_after_a_per_read_verdict_stops_before_a_change(serve, ca_file, monkeypatch):
+    monkeypatch.setattr(_ntsapi_session, 'PIPELINE_STALL', 0.2)
+    server = serve(numbers=NUMBERS, first_line_only=True, every_connection=True)
+    with session_for(server, ca_file) as session:
+        session.query(['STAT 01792100001', 'STAT 01792100002'])
+        assert session.framing == 'read'
+        session._buffer += b'0 01792100002 Y 2030-01-31 S:441792100002@sip.example.com||\r\n'  # pylint: disable=protected-access
+        with pytest.raises(_tls.ProtocolError, match='nobody asked for'):
+            session.run('SET 01792100001 1 441234567890')
+    assert not any(line.startswith('SET') for line in server.lines())
