@@ -7,7 +7,8 @@ passive data connections on 127.0.0.1, a log of connections and logins, and
 the fault modes the client tests need: a data connection that drops after N
 bytes, a listing cut short without TLS close_notify yet answered 226, a
 download that streams more than the file holds, listed files that vanish
-before they are fetched (550), a listing padded with many entries, another
+before they are fetched (550), a listing padded with many entries or with
+lines in a format clients do not know, another
 certificate on the data connections than on the control connection, no MLSD
 (LIST only, as vsftpd), a connection limit that answers 421, hostile names in
 directory listings, and a TLS 1.2 ceiling.
@@ -18,6 +19,7 @@ own handler classes; two servers in one process never share settings.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -43,17 +45,21 @@ class _ListingExtrasFS(AbstractedFS):
 
     ``extra_names``: (name, size) listed as regular files after the real ones: hostile names a client must refuse,
     or names of files that vanish before they are fetched (RETR, SIZE and MDTM answer 550). ``padding``: that many
-    more listed files named ``padding-NNNNNNNN.txt``, produced line by line as the listing streams.
+    more listed files named ``padding-NNNNNNNN.txt``, produced line by line as the listing streams. ``raw_lines``:
+    lines sent as they are, such as a line in a format a client does not know.
     """
 
     extra_names = ()
     padding = 0
+    raw_lines = ()
 
     def _extras(self, line_of):
         for name, size in self.extra_names:
             yield line_of(name, size)
         for index in range(self.padding):
             yield line_of("padding-%08d.txt" % index, 1000 + index % 1000)
+        for line in self.raw_lines:
+            yield (line + "\r\n").encode("utf8")
 
     def format_list(self, basedir, listing, ignore_err=True):
         yield from super().format_list(basedir, listing, ignore_err)
@@ -153,13 +159,15 @@ class _FaultyData:
 
 
 class ServerEvents:
-    """What a server saw: connections accepted, connections refused with 421, logins; optionally one log line each."""
+    """What a server saw: connections accepted, connections refused with 421, logins (one log line each, optionally),
+    and how often each command was received (``commands``, by name)."""
 
     def __init__(self, log_path=None):
         self.log_path = log_path
         self.connections = 0
         self.refused = 0
         self.logins = 0
+        self.commands = collections.Counter()
         self._lock = threading.Lock()
 
     def record(self, what, detail):
@@ -187,6 +195,10 @@ class _CountingControl:
         self.events.record("logins", username)
         super().on_login(username)
 
+    def pre_process_command(self, line, cmd, arg):
+        self.events.commands[cmd] += 1
+        super().pre_process_command(line, cmd, arg)
+
 
 class EmbeddedFtpsServer:
     """An explicit-FTPS server on its own thread; ``start()`` binds it and sets ``port``, ``stop()`` ends it.
@@ -198,7 +210,8 @@ class EmbeddedFtpsServer:
     def __init__(self, host="127.0.0.1", port=0, *, certfile=None, keyfile=None, username, password, root,
                  tls_required=True, drop_after_bytes=0, max_connections=0, hostile_names=False, tls_max_version=None,
                  failed_login_delay=1.0, banner="Magrathea sandbox CDR server ready.", mlsd=True, cut_listing_after_bytes=0,
-                 overlong_bytes=0, vanishing_names=(), listing_padding=0, data_certfile=None, data_keyfile=None, log_path=None):
+                 overlong_bytes=0, vanishing_names=(), listing_padding=0, raw_listing_lines=(), data_certfile=None, data_keyfile=None,
+                 log_path=None):
         if tls_required and not (certfile and keyfile):
             raise ValueError("an FTPS server needs certfile and keyfile")
         if tls_max_version is not None and tls_max_version not in TLS_VERSIONS:
@@ -221,6 +234,7 @@ class EmbeddedFtpsServer:
         self.overlong_bytes = overlong_bytes
         self.vanishing_names = tuple(vanishing_names)
         self.listing_padding = listing_padding
+        self.raw_listing_lines = tuple(raw_listing_lines)
         self.data_certfile = data_certfile
         self.data_keyfile = data_keyfile or data_certfile
         self.events = ServerEvents(log_path)
@@ -257,7 +271,8 @@ class EmbeddedFtpsServer:
         })
         extras = tuple((name, _HOSTILE_SIZE) for name in HOSTILE_NAMES) if self.hostile_names else ()
         extras += tuple((name, _VANISHING_SIZE) for name in self.vanishing_names)
-        view = type("SandboxFS", (_ListingExtrasFS,), {"extra_names": extras, "padding": self.listing_padding})
+        view = type("SandboxFS", (_ListingExtrasFS,), {"extra_names": extras, "padding": self.listing_padding,
+                                                       "raw_lines": self.raw_listing_lines})
         settings = {
             "authorizer": authorizer,
             "banner": self.banner,

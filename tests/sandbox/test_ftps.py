@@ -439,14 +439,14 @@ def test_vanishing_file_is_listed_but_gone_when_fetched(world, mlsd):
 
 
 def test_listing_padding_streams_many_entries(world):
-    with embedded_server(world, listing_padding=5000) as server:
+    with embedded_server(world, listing_padding=5000, raw_listing_lines=("odd line",)) as server:
         ftp = ftps_login(world, server.port, "magrathea", world.password)
         try:
             names = [name for name, facts in ftp.mlsd("cdr")]
         finally:
             ftp.close()
-    assert len(names) == len(world.files) + 5000
-    assert names[-1] == "padding-00004999.txt"
+    assert len(names) == len(world.files) + 5000 + 1
+    assert names[-2:] == ["padding-00004999.txt", "line"]  # ftplib splits "odd line" at its first space
 
 
 def test_data_connections_may_present_another_certificate(world, tmp_path):
@@ -483,6 +483,7 @@ def test_events_count_connections_refusals_and_logins(world, tmp_path):
             held.close()
         events = server.events
         assert (events.connections, events.refused, events.logins) == (1, 1, 1)
+        assert events.commands["USER"] == 1 and events.commands["PASS"] == 1 and events.commands["AUTH"] == 1
     lines = log.read_text().splitlines()
     assert [line.split()[1] for line in lines] == ["connections", "logins", "refused"]
     assert lines[1].endswith(" logins magrathea")
