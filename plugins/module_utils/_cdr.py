@@ -123,14 +123,16 @@ class CdrMirror:
         local = destination.scan()
         client, listing, plan = self._survey(local, manifest)
         self.warnings.extend(self.connections.warnings)
-        if listing.problem is not None:
-            self.warnings.append('%s; it was read again %d time(s) and stayed incomplete' % (listing.problem, self.connections.policy.retries))
         self.warnings.extend(plan.notes)
         if self.check_mode:
             self.connections.close(client)
             attributes = sorted(name for name in plan.keep if destination.apply_attributes(name))
             return self._result(destination, listing, plan, manifest, Fetcher(self.connections, destination), attributes, False)
-        attributes = self._keep(destination, manifest, listing, plan, local)
+        try:
+            attributes = self._keep(destination, manifest, listing, plan, local)
+        except BaseException:
+            self.connections.close(client)
+            raise
         fetcher = Fetcher(self.connections, destination, self.zip_check, self.parallel)
         try:
             fetcher.run(plan.fetch, client)
@@ -158,16 +160,17 @@ class CdrMirror:
         Returns (client or None, listing, plan).
         """
         connections = self.connections
-        attempt = 0
+        reads = 0
         client = None
         while True:
             listing = Listing(self.patterns, self.newer_than)
             client, dummy = connections.attempt(lambda connection: read_listing(connection, listing), 'list %s' % self.remote_dir, client)
+            reads += 1
             if listing.complete:
                 break
-            attempt += 1
-            delay = connections.retry_delay(listing.problem, attempt)
+            delay = connections.retry_delay(listing.problem, reads)
             if delay is None:
+                self.warnings.append('%s, %d time(s) in a row; the files it named are fetched and nothing is deleted' % (listing.problem, reads))
                 break
             connections.sleep(delay)
         plan = plan_sync(listing, local, manifest.files, self.delete, self.max_delete)

@@ -96,6 +96,7 @@ class Connections:
         while True:
             try:
                 if client is None or not client.connected:
+                    self.close(client)  # one whose control connection was lost still counts its data connections
                     client = self.open()
                 return client, action(client)
             except MagratheaError as exc:
