@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -396,7 +397,7 @@ def test_421_on_secondary_connections_all_files_still_arrive(serve, tmp_path):
 def test_421_at_first_connect_is_retried_within_the_budget(serve, tmp_path):
     cdr_tree(tmp_path / 'ftp', count=2)
     server = serve(tmp_path / 'ftp', max_connections=1)
-    held = __import__('socket').create_connection(('127.0.0.1', server.port))
+    held = socket.create_connection(('127.0.0.1', server.port))
     try:
         assert held.recv(100).startswith(b'220')
         with pytest.raises(_ftps.FtpReplyError) as caught:
