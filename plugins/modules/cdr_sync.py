@@ -459,10 +459,10 @@ def main():
 
     for warning in mirror.warnings:
         module.warn(warning)
-    if result['counts']['refused']:
-        shown = ['%r (%s)' % (entry['name'], entry['reason']) for entry in result['refused'][:5]]
-        module.warn('refused %d listed name(s) or line(s) from %s: %s%s' % (result['counts']['refused'], endpoint.describe(),
-                                                                         '; '.join(shown), '; see refused' if result['counts']['refused'] > 5 else ''))
+    refused = result['counts']['refused']
+    if refused:
+        shown = '; '.join('%r (%s)' % (entry['name'], entry['reason']) for entry in result['refused'][:5])
+        module.warn('refused %d listed name(s) or line(s) from %s: %s%s' % (refused, endpoint.describe(), shown, '; see refused' if refused > 5 else ''))
     diff = result.pop('diff')
     if module._diff:
         result['diff'] = diff
