@@ -61,6 +61,11 @@ def parse_args(argv):
     group.add_argument("--ftps-drop-after-bytes", type=int, default=0, help="close every download's data connection after N bytes")
     group.add_argument("--ftps-max-connections", type=int, default=0, help="answer 421 beyond N concurrent connections")
     group.add_argument("--ftps-hostile-names", action="store_true", help="list names such as ../x and a/b (embedded server)")
+    group.add_argument("--ftps-cut-listing-after-bytes", type=int, default=0,
+                       help="cut every listing after N bytes without TLS close_notify, yet answer 226 (embedded server)")
+    group.add_argument("--ftps-overlong-bytes", type=int, default=0, help="every download streams N bytes more than the file holds")
+    group.add_argument("--ftps-vanishing-file", action="append", default=[], metavar="NAME",
+                       help="list NAME as a file that is gone when fetched (550); repeatable (embedded server)")
     group.add_argument("--cdr-files", type=int, default=7, help="number of daily CDR ZIP files")
     group.add_argument("--cdr-size", type=int, default=None, help="approximate size of each CDR file in bytes")
     group = parser.add_argument_group("REST options")
@@ -123,7 +128,9 @@ class Sandbox:
                                            username=cdr_user, password=cdr_password, root=ftp_root,
                                            tls_required=not args.ftps_no_tls, drop_after_bytes=args.ftps_drop_after_bytes,
                                            max_connections=args.ftps_max_connections, hostile_names=args.ftps_hostile_names,
-                                           tls_max_version=args.ftps_tls_max)
+                                           tls_max_version=args.ftps_tls_max, cut_listing_after_bytes=args.ftps_cut_listing_after_bytes,
+                                           overlong_bytes=args.ftps_overlong_bytes, vanishing_names=args.ftps_vanishing_file,
+                                           log_path=os.path.join(self.dir, "ftps.log"))
 
     def start(self):
         for server in (self.ntsapi, self.rest, self.ftps):
@@ -160,6 +167,7 @@ class Sandbox:
             "MAGRATHEA_CDR_SHA1": prints["sha1"],
             "MAGRATHEA_CDR_SHA256": prints["sha256"],
             "MAGRATHEA_CDR_SERVER": self.args.ftps,
+            "MAGRATHEA_CDR_LOG": os.path.join(self.dir, "ftps.log" if self.args.ftps == "embedded" else "vsftpd/vsftpd.log"),
             "MAGRATHEA_REST_URL": "https://%s:%d/v1/" % (NAME, self.rest.port),
             "MAGRATHEA_REST_USERNAME": rest_user,
             "MAGRATHEA_REST_PASSWORD": rest_password,

@@ -10,10 +10,15 @@ Owns the FTP side of the CDR download: AUTH TLS before any credential
 (a server without it is refused), the fingerprint pin checked before USER,
 PBSZ 0 / PROT P so every data connection is TLS, TLS session reuse on the
 data connections (read afresh from the control connection at every transfer,
-because under TLS 1.3 the ticket arrives after the handshake), passive mode
-only, MLSD when the server offers it and Unix ``LIST`` parsing otherwise,
-SIZE and MDTM for exact facts, and FTP replies turned into errors that say
-whether a retry can help. TLS itself comes from ``_tls.Endpoint``.
+because under TLS 1.3 the ticket arrives after the handshake), the pins
+checked again on every data connection, passive mode only, a deadline for
+every control reply, listings read and parsed line by line as they stream
+(MLSD when the server offers it, Unix ``LIST`` otherwise) and complete only
+when their data connection ends with a TLS close_notify and a 2xx reply,
+downloads that never read more than the expected size, SIZE and MDTM for
+exact facts, and FTP replies turned into errors that say whether a retry can
+help. What a download is written to is the caller's: its errors pass through
+untouched. TLS itself comes from ``_tls.Endpoint``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     AuthenticationError,
+    Deadline,
     MagratheaConnectionError,
     MagratheaError,
     MagratheaTimeout,
@@ -38,6 +44,9 @@ from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
 TRANSIENT_REPLIES = frozenset((421, 425, 426, 450, 451))
 BLOCK_SIZE = 256 * 1024
 QUIT_TIMEOUT = 2.0
+# A listing uses CRLF line ends when the first LISTING_PROBE bytes hold one; a longer line is not a listing line.
+LISTING_PROBE = 64 * 1024
+MAX_LISTING_LINE = 64 * 1024
 
 MONTHS = {name: number for number, name in enumerate(
     ('jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'), 1)}
@@ -65,26 +74,34 @@ class TransferIncomplete(MagratheaConnectionError):
     """The data connection ended before the expected number of bytes arrived."""
 
 
+class ListingIncomplete(MagratheaConnectionError):
+    """A listing's data connection did not end with a TLS close_notify and a 2xx reply: some lines may be missing."""
+
+
+class LongerThanExpected(MagratheaError):
+    """The server sent more bytes than the size the caller expected; reading stopped at that size."""
+
+
 class RemoteFile:
     """One regular file of a remote listing.
 
-    ``mtime`` is seconds since the epoch (UTC) and ``precision`` how many
-    seconds it may be late by: 1 for MLSD/MDTM facts, 60 or 86400 for the
-    minute or day a Unix LIST line shows. ``token`` is the listed time as the
-    server wrote it, to recognise the same listing on the next run.
+    ``mtime`` is seconds since the epoch (UTC) and ``uncertainty`` how many
+    seconds the true time may be later by: 1 for MLSD/MDTM facts, 60 or 86400
+    for the minute or day a Unix LIST line shows. ``listed_time`` is the time
+    as the server wrote it, to recognise the same listing on the next run.
     """
 
-    __slots__ = ('name', 'size', 'mtime', 'precision', 'token')
+    __slots__ = ('name', 'size', 'mtime', 'uncertainty', 'listed_time')
 
-    def __init__(self, name, size, mtime, precision=1, token=None):
+    def __init__(self, name, size, mtime, uncertainty=1, listed_time=None):
         self.name = name
         self.size = size
         self.mtime = mtime
-        self.precision = precision
-        self.token = token if token is not None else str(mtime)
+        self.uncertainty = uncertainty
+        self.listed_time = listed_time if listed_time is not None else str(mtime)
 
     def __repr__(self):
-        return 'RemoteFile(%r, size=%r, mtime=%r, precision=%r)' % (self.name, self.size, self.mtime, self.precision)
+        return 'RemoteFile(%r, size=%r, mtime=%r, uncertainty=%r)' % (self.name, self.size, self.mtime, self.uncertainty)
 
 
 def parse_modify(value):
@@ -146,25 +163,64 @@ def parse_list_line(line, now=None):
             mtime = calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0))
             if mtime > now + 86400:
                 mtime = calendar.timegm((year - 1, month, day, hour, minute, 0, 0, 0, 0))
-            precision = 60
+            uncertainty = 60
         else:
             mtime = calendar.timegm((int(when), month, day, 0, 0, 0, 0, 0, 0))
-            precision = 86400
+            uncertainty = 86400
     except (ValueError, OverflowError):
         return None, None
-    token = '%s %s %s' % (match.group('month'), match.group('day'), when)
-    return 'file', RemoteFile(match.group('name'), int(match.group('size')), mtime, precision, token)
+    listed_time = '%s %s %s' % (match.group('month'), match.group('day'), when)
+    return 'file', RemoteFile(match.group('name'), int(match.group('size')), mtime, uncertainty, listed_time)
 
 
-def split_listing(data):
-    """Lines of a listing: CRLF-terminated when the server uses CRLF, so a bare LF stays inside a name."""
-    if b'\r\n' in data:
-        lines = data.split(b'\r\n')
-    else:
-        lines = data.split(b'\n')
-    if lines and not lines[-1]:
-        lines.pop()
-    return lines
+class ListingLines:
+    """Cuts a listing into lines as its bytes arrive, holding no more than one line at a time.
+
+    Lines end with CRLF when the server uses CRLF (seen in the first LISTING_PROBE bytes), so a bare LF stays
+    inside a name; else with LF. A line longer than MAX_LISTING_LINE is cut there and passed on as it is.
+    """
+
+    def __init__(self):
+        self._pending = bytearray()
+        self._end = None
+        self._probed = 0
+
+    def feed(self, data):
+        """The whole lines that ``data`` completes."""
+        self._pending += data
+        if self._end is None:
+            self._probed += len(data)
+            if b'\r\n' in self._pending:
+                self._end = b'\r\n'
+            elif self._probed < LISTING_PROBE:
+                return []
+            else:
+                self._end = b'\n'
+        return self._cut()
+
+    def _cut(self):
+        lines, start, pending = [], 0, self._pending
+        while True:
+            end = pending.find(self._end, start)
+            if end < 0:
+                break
+            lines.append(bytes(pending[start:end]))
+            start = end + len(self._end)
+        del pending[:start]
+        if len(pending) > MAX_LISTING_LINE:
+            lines.append(bytes(pending[:MAX_LISTING_LINE]))
+            del pending[:MAX_LISTING_LINE]
+        return lines
+
+    def close(self):
+        """The last lines, once the listing has ended; a last line without a line end is passed on too."""
+        if self._end is None:
+            self._end = b'\r\n' if b'\r\n' in self._pending else b'\n'
+        lines = self._cut()
+        if self._pending:
+            lines.append(bytes(self._pending))
+            self._pending = bytearray()
+        return lines
 
 
 class _FtpControl(ftplib.FTP):
@@ -187,7 +243,8 @@ class FtpsClient:
 
     Use as a context manager or call ``connect()`` and ``close()``. Every data
     connection resumes the control connection's TLS session, which strict
-    servers (vsftpd ``require_ssl_reuse``) demand.
+    servers (vsftpd ``require_ssl_reuse``) demand. Every control reply must be
+    complete within the endpoint's timeout, however slowly it trickles in.
     """
 
     def __init__(self, endpoint, username, password):
@@ -199,6 +256,8 @@ class FtpsClient:
         self.data_connections = 0
         self.sessions_reused = 0
         self._ftp = None
+        self._sent = 'Nothing was sent'
+        self._command = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -217,31 +276,21 @@ class FtpsClient:
         endpoint = self.endpoint
         ftp = _FtpControl(self._wrap_data)
         ftp.host, ftp.port, ftp.timeout = endpoint.host, endpoint.port, endpoint.timeout
-        sock = endpoint.open_tcp()
+        sock = endpoint.open_tcp(Deadline(endpoint.timeout))
         self._ftp = ftp
         try:
             ftp.sock = sock
             ftp.af = sock.family
             ftp.file = sock.makefile('r', encoding='utf-8', errors='replace')
             self.welcome = self._call('greeting', ftp.getresp)
-            try:
-                self._call('AUTH TLS', ftp.voidcmd, 'AUTH TLS')
-            except FtpReplyError as exc:
-                if exc.transient:
-                    raise
-                raise ProtocolError('%s does not offer explicit TLS (AUTH TLS answered %s); nothing was sent, the password stays here. '
-                                    'Check host and port: the Magrathea CDR server requires FTP over TLS' % (endpoint.describe(), exc.code)) from None
+            self._require('AUTH TLS', '%s does not offer explicit TLS (AUTH TLS answered %s); nothing was sent, the password stays here. '
+                                      'Check host and port: the Magrathea CDR server requires FTP over TLS')
             # The handshake verifies the chain and host name, then checks the pin: USER has not been sent yet.
+            sock.deadline = Deadline(endpoint.timeout)
             ftp.sock = endpoint.wrap(sock)
             ftp.file = ftp.sock.makefile('r', encoding='utf-8', errors='replace')
             self._call('PBSZ', ftp.voidcmd, 'PBSZ 0')
-            try:
-                self._call('PROT P', ftp.voidcmd, 'PROT P')
-            except FtpReplyError as exc:
-                if exc.transient:
-                    raise
-                raise ProtocolError('%s refused PROT P (%s): data connections would not be encrypted, so nothing is transferred'
-                                    % (endpoint.describe(), exc.code)) from None
+            self._require('PROT P', '%s refused PROT P (%s): data connections would not be encrypted, so nothing is transferred')
             self._login()
             self._call('TYPE I', ftp.voidcmd, 'TYPE I')
             self.features = self._feat()
@@ -250,13 +299,25 @@ class FtpsClient:
             raise
         return self
 
+    def _require(self, command, refusal):
+        """Send a command the session cannot go without; a lasting refusal is a ProtocolError saying ``refusal``
+        (formatted with the endpoint and the reply code)."""
+        try:
+            self._call(command, self._ftp.voidcmd, command)
+        except FtpReplyError as exc:
+            if exc.transient:
+                raise
+            raise ProtocolError(refusal % (self.endpoint.describe(), exc.code)) from None
+
     def _login(self):
         if not self.username:
             raise AuthenticationError('no user name for %s; set username or MAGRATHEA_CDR_USERNAME' % self.endpoint.describe())
         ftp = self._ftp
         try:
+            self._sent = 'USER %s had been sent' % self.username
             reply = self._call('USER', ftp.sendcmd, 'USER ' + self.username)
             if reply.startswith('3'):
+                self._sent = 'USER %s and its password had been sent' % self.username
                 reply = self._call('PASS', ftp.sendcmd, 'PASS ' + (self.password or ''))
         except FtpReplyError as exc:
             if exc.code in (530, 331, 332) or not exc.transient:
@@ -287,7 +348,7 @@ class FtpsClient:
         if ftp is None:
             return
         try:
-            ftp.sock.settimeout(QUIT_TIMEOUT)
+            ftp.sock.deadline = Deadline(QUIT_TIMEOUT)
             ftp.voidcmd('QUIT')
         except Exception:  # pylint: disable=broad-exception-caught
             pass  # leaving anyway
@@ -311,7 +372,12 @@ class FtpsClient:
     # -- errors ---------------------------------------------------------------------
 
     def _call(self, what, func, *args):
-        """Run an ftplib call, turning its exceptions into this collection's; ``what`` names the step in messages."""
+        """Run an ftplib call within one reply's deadline, turning its exceptions into this collection's.
+
+        ``what`` names the step in messages.
+        """
+        sock = self._ftp.sock
+        sock.deadline = Deadline(self.endpoint.timeout)
         try:
             return func(*args)
         except ftplib.error_reply as exc:
@@ -323,11 +389,13 @@ class FtpsClient:
         except EOFError:
             raise MagratheaConnectionError('%s closed the control connection during %s; it may limit connections per account, '
                                            'or the network dropped it' % (self.endpoint.describe(), what)) from None
-        except socket.timeout:
-            raise MagratheaTimeout('%s did not answer %s within %ss; check the network or raise timeout'
-                                   % (self.endpoint.describe(), what, self.endpoint.timeout)) from None
+        except socket.timeout as exc:
+            raise MagratheaTimeout('%s did not answer %s in time (%s); check the network or raise timeout'
+                                   % (self.endpoint.describe(), what, exc)) from None
         except (OSError, ssl.SSLError) as exc:
             raise MagratheaConnectionError('connection to %s failed during %s: %s' % (self.endpoint.describe(), what, exc)) from None
+        finally:
+            sock.deadline = None
 
     def _reply_error(self, what, exc):
         text = _reply_text(exc)
@@ -346,11 +414,19 @@ class FtpsClient:
     def _wrap_data(self, conn):
         # Read the session now, not at login: a TLS 1.3 ticket arrives after the handshake.
         session = self._ftp.sock.session
-        tls = self.endpoint.wrap(conn, session=session)
+        tls = self.endpoint.wrap(conn, session=session, check_pin=False)
+        self.endpoint.check_pin(tls, sent='%s on the control connection, which presented a pinned certificate, and then %s; '
+                                          'nothing was sent on this data connection' % (self._sent, self._command))
+        # A data connection ends complete only with the server's close_notify; a bare close must be seen as a cut.
+        tls.suppress_ragged_eofs = False
         self.data_connections += 1
         if tls.session_reused:
             self.sessions_reused += 1
         return tls
+
+    def _open_data(self, command, offset=None):
+        self._command = command
+        return self._call(command, self._ftp.ntransfercmd, command, offset)[0]
 
     # -- commands -------------------------------------------------------------------
 
@@ -365,27 +441,51 @@ class FtpsClient:
     def cwd(self, path):
         self._call('CWD %s' % path, self._ftp.cwd, path)
 
-    def list_dir(self, now=None):
-        """(files, unparsed) of the current directory: RemoteFile list and lines that could not be read.
+    def listing(self, now=None):
+        """Yield ``(kind, RemoteFile or None, line)`` for each line of the current directory, parsed as it streams.
 
-        MLSD when offered (exact size and time), else LIST in Unix format.
-        Names are returned as sent; deciding whether one is safe is the caller's job.
+        MLSD when offered (exact size and time), else LIST in Unix format. ``kind`` is the entry's type ('file',
+        'dir', ...) or None for a line that could not be read. Names are yielded as sent; whether one is safe is the
+        caller's decision. Raises ListingIncomplete at the end unless the data connection ended with a TLS
+        close_notify and the server answered 2xx; lines already yielded were whole lines of the listing.
         """
-        data = self._read_all('MLSD' if self.has_mlsd else 'LIST')
+        command = 'MLSD' if self.has_mlsd else 'LIST'
         parse = parse_mlsd_line if self.has_mlsd else (lambda text: parse_list_line(text, now))
-        files, unparsed = [], []
-        for raw in split_listing(data):
-            try:
-                line = raw.decode('utf-8')
-            except UnicodeDecodeError:
-                unparsed.append(raw.decode('utf-8', 'backslashreplace'))
-                continue
-            kind, entry = parse(line)
-            if entry is not None:
-                files.append(entry)
-            elif kind is None and line.strip():
-                unparsed.append(line)
-        return files, unparsed
+        conn = self._open_data(command)
+        lines = ListingLines()
+        buffer = bytearray(BLOCK_SIZE)
+        problem = None
+        try:
+            while True:
+                try:
+                    count = conn.recv_into(buffer)
+                except ssl.SSLEOFError:
+                    problem = 'the data connection was closed without a TLS close_notify'
+                    break
+                except socket.timeout:
+                    problem = 'no data for %ss' % self.endpoint.timeout
+                    break
+                except (OSError, ssl.SSLError) as exc:
+                    problem = 'the data connection failed: %s' % exc
+                    break
+                if not count:
+                    break
+                for raw in lines.feed(memoryview(buffer)[:count]):
+                    yield _parsed(parse, raw)
+            if problem is None:
+                for raw in lines.close():
+                    yield _parsed(parse, raw)
+        finally:
+            conn.close()
+        try:
+            self._call(command, self._ftp.voidresp)
+        except FtpReplyError as exc:
+            problem = problem or 'the server answered: %s' % exc
+        except MagratheaError as exc:
+            self._abort()  # the control connection is lost too
+            problem = problem or 'the control connection failed: %s' % exc
+        if problem is not None:
+            raise ListingIncomplete('the %s listing from %s is incomplete: %s' % (command, self.endpoint.describe(), problem))
 
     def size(self, name):
         reply = self._call('SIZE %s' % name, self._ftp.sendcmd, 'SIZE ' + name)
@@ -404,53 +504,82 @@ class FtpsClient:
             raise
         return parse_modify(reply[3:]) if reply.startswith('213') else None
 
-    def retrieve(self, name, sink, offset=0):
+    def retrieve(self, name, sink, offset=0, size=None):
         """RETR ``name`` from byte ``offset`` (REST), passing each chunk to ``sink``; returns the bytes received.
 
-        The caller checks the total against the expected size: a TLS
-        connection closed without close_notify looks like a normal end here.
+        With ``size`` (the file's expected size), reading stops at that size: more bytes raise LongerThanExpected
+        after the transfer is closed. Without it, the transfer must end with a TLS close_notify. Whatever ``sink``
+        raises passes through untouched (the control connection is then closed, its reply unread): a local error is
+        never mistaken for a network one.
         """
         what = 'RETR %s' % name
-        conn, dummy = self._call(what, self._ftp.ntransfercmd, 'RETR ' + name, offset or None)
+        conn = self._open_data('RETR ' + name, offset or None)
+        wanted = None if size is None else max(0, size - offset)
         received = 0
         buffer = bytearray(BLOCK_SIZE)
         view = memoryview(buffer)
         try:
-            while True:
-                count = conn.recv_into(buffer)
-                if not count:
+            while wanted is None or received < wanted:
+                limit = BLOCK_SIZE if wanted is None else min(BLOCK_SIZE, wanted - received)
+                count = self._receive(conn, view[:limit], what, received)
+                if count is None:
                     break
-                sink(view[:count])
+                try:
+                    sink(view[:count])
+                except BaseException:
+                    self._abort()
+                    raise
                 received += count
-        except socket.timeout:
-            raise MagratheaTimeout('%s sent no data for %ss during %s (after %d bytes); a rerun resumes the file'
-                                   % (self.endpoint.describe(), self.endpoint.timeout, what, received)) from None
-        except (OSError, ssl.SSLError) as exc:
-            raise TransferIncomplete('data connection from %s dropped during %s after %d bytes (%s); a rerun resumes the file'
-                                     % (self.endpoint.describe(), what, received, exc)) from None
+            if wanted is not None and received < wanted:
+                raise TransferIncomplete('data connection from %s ended during %s after %d of %d bytes; a rerun resumes the file'
+                                         % (self.endpoint.describe(), what, received, wanted))
+            # All the expected bytes are here; a byte more means the file is not what was listed.
+            more = wanted is not None and self._receive(conn, view[:1], what, received, ended_ok=True)
         finally:
             view.release()
             conn.close()
+        if more:
+            self._end_data_after_abort(what)
+            raise LongerThanExpected('%s sent more than the %d bytes expected of %s; reading stopped there'
+                                     % (self.endpoint.describe(), size, name))
         self._call(what, self._ftp.voidresp)
         return received
 
-    def _read_all(self, command):
-        conn, dummy = self._call(command, self._ftp.ntransfercmd, command)
-        chunks = []
+    def _receive(self, conn, view, what, received, ended_ok=False):
+        """Bytes read into ``view``, or None at a clean end of the transfer."""
         try:
-            while True:
-                chunk = conn.recv(BLOCK_SIZE)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            count = conn.recv_into(view)
         except socket.timeout:
-            raise MagratheaTimeout('%s sent no data for %ss during %s' % (self.endpoint.describe(), self.endpoint.timeout, command)) from None
+            raise MagratheaTimeout('%s sent no data for %ss during %s (after %d bytes); a rerun resumes the file'
+                                   % (self.endpoint.describe(), self.endpoint.timeout, what, received)) from None
+        except ssl.SSLEOFError:
+            if ended_ok:
+                return None  # every expected byte arrived; the missing close_notify cannot hide any
+            raise TransferIncomplete('data connection from %s was cut (no TLS close_notify) during %s after %d bytes; a rerun resumes the file'
+                                     % (self.endpoint.describe(), what, received)) from None
         except (OSError, ssl.SSLError) as exc:
-            raise TransferIncomplete('data connection from %s dropped during %s: %s' % (self.endpoint.describe(), command, exc)) from None
-        finally:
-            conn.close()
-        self._call(command, self._ftp.voidresp)
-        return b''.join(chunks)
+            raise TransferIncomplete('data connection from %s dropped during %s after %d bytes (%s); a rerun resumes the file'
+                                     % (self.endpoint.describe(), what, received, exc)) from None
+        return count or None
+
+    def _end_data_after_abort(self, what):
+        """Read the reply to a transfer this client stopped reading (426, 451 or 226): the connection stays usable."""
+        try:
+            self._call(what, self._ftp.voidresp)
+        except FtpReplyError:
+            pass
+
+
+def _parsed(parse, raw):
+    """(kind, RemoteFile or None, line) for one raw listing line; kind None when it cannot be read."""
+    try:
+        line = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        return None, None, raw.decode('utf-8', 'backslashreplace')
+    kind, entry = parse(line)
+    if entry is None and kind is None and not line.strip():
+        return 'blank', None, line
+    return kind, entry, line
 
 
 def _reply_text(exc):

@@ -369,6 +369,126 @@ def test_hostile_names_appear_in_list_and_mlsd(world):
         assert any(line.endswith(" " + os.path.basename(path)) for line in listing)
 
 
+def read_listing_raw(ftp, command):
+    """(bytes, whether the data connection ended with a TLS close_notify, final reply) of one listing."""
+    conn = ftp.transfercmd(command)
+    conn.suppress_ragged_eofs = False
+    data, clean = bytearray(), True
+    try:
+        while True:
+            chunk = conn.recv(8192)
+            if not chunk:
+                break
+            data.extend(chunk)
+    except ssl.SSLEOFError:
+        clean = False
+    finally:
+        conn.close()
+    return bytes(data), clean, ftp.voidresp()
+
+
+def test_cut_listing_ends_without_close_notify_yet_answers_226(world):
+    with embedded_server(world, cut_listing_after_bytes=100) as server:
+        ftp = ftps_login(world, server.port, "magrathea", world.password)
+        try:
+            cut, cut_clean, cut_reply = read_listing_raw(ftp, "MLSD cdr")
+        finally:
+            ftp.close()
+    with embedded_server(world) as server:
+        ftp = ftps_login(world, server.port, "magrathea", world.password)
+        try:
+            whole, whole_clean, whole_reply = read_listing_raw(ftp, "MLSD cdr")
+        finally:
+            ftp.close()
+    assert cut == whole[:100] and len(whole) > 100
+    assert cut_reply.startswith("226") and whole_reply.startswith("226")
+    assert not cut_clean and whole_clean
+
+
+def test_overlong_download_streams_more_than_the_file_holds(world):
+    wanted = world.files[0]
+    with embedded_server(world, overlong_bytes=200_000) as server:
+        ftp = ftps_login(world, server.port, "magrathea", world.password)
+        received = io.BytesIO()
+        try:
+            ftp.retrbinary("RETR cdr/%s" % os.path.basename(wanted), received.write)
+            size = ftp.size("cdr/%s" % os.path.basename(wanted))
+        finally:
+            ftp.close()
+    assert size == os.path.getsize(wanted)
+    assert received.getvalue()[:size] == read_bytes(wanted)
+    assert len(received.getvalue()) == size + 200_000
+
+
+@pytest.mark.parametrize("mlsd", [True, False])
+def test_vanishing_file_is_listed_but_gone_when_fetched(world, mlsd):
+    with embedded_server(world, vanishing_names=("MAG000001_gone.zip",), mlsd=mlsd) as server:
+        ftp = ftps_login(world, server.port, "magrathea", world.password)
+        try:
+            features = ftp.sendcmd("FEAT")
+            listing = []
+            ftp.retrlines("LIST cdr", listing.append)
+            with pytest.raises(ftplib.error_perm, match="^550"):
+                ftp.retrbinary("RETR cdr/MAG000001_gone.zip", io.BytesIO().write)
+            with pytest.raises(ftplib.error_perm, match="^550"):
+                ftp.size("cdr/MAG000001_gone.zip")
+        finally:
+            ftp.close()
+    assert any(line.endswith(" MAG000001_gone.zip") for line in listing)
+    assert ("MLST" in features) is mlsd
+
+
+def test_listing_padding_streams_many_entries(world):
+    with embedded_server(world, listing_padding=5000, raw_listing_lines=("odd line",)) as server:
+        ftp = ftps_login(world, server.port, "magrathea", world.password)
+        try:
+            names = [name for name, facts in ftp.mlsd("cdr")]
+        finally:
+            ftp.close()
+    assert len(names) == len(world.files) + 5000 + 1
+    assert names[-2:] == ["padding-00004999.txt", "line"]  # ftplib splits "odd line" at its first space
+
+
+def test_data_connections_may_present_another_certificate(world, tmp_path):
+    other = write_server_pki(str(tmp_path / "data-pki"))
+    with embedded_server(world, data_certfile=other["cert_file"], data_keyfile=other["key_file"]) as server:
+        context = verifying_context(world)
+        context.load_verify_locations(other["ca_file"])
+        ftp = ftps_login(world, server.port, "magrathea", world.password, context=context)
+        try:
+            control = ftp.sock.getpeercert(binary_form=True)
+            with ftp.transfercmd("NLST cdr") as conn:
+                data = conn.getpeercert(binary_form=True)
+                while conn.recv(8192):
+                    pass
+            ftp.voidresp()
+        finally:
+            ftp.close()
+    assert control == read_pem_der(world.pki["cert_file"]) and data == read_pem_der(other["cert_file"])
+
+
+def read_pem_der(path):
+    with open(path, encoding="ascii") as handle:
+        return ssl.PEM_cert_to_DER_cert(handle.read())
+
+
+def test_events_count_connections_refusals_and_logins(world, tmp_path):
+    log = tmp_path / "ftps.log"
+    with embedded_server(world, max_connections=1, log_path=str(log)) as server:
+        held = ftps_login(world, server.port, "magrathea", world.password)
+        try:
+            with pytest.raises(ftplib.error_temp, match="^421"):
+                ftplib.FTP_TLS(context=verifying_context(world), timeout=10).connect("localhost", server.port)
+        finally:
+            held.close()
+        events = server.events
+        assert (events.connections, events.refused, events.logins) == (1, 1, 1)
+        assert events.commands["USER"] == 1 and events.commands["PASS"] == 1 and events.commands["AUTH"] == 1
+    lines = log.read_text().splitlines()
+    assert [line.split()[1] for line in lines] == ["connections", "logins", "refused"]
+    assert lines[1].endswith(" logins magrathea")
+
+
 def test_tls_max_version_caps_at_tls_1_2(world):
     with embedded_server(world, tls_max_version="1.2") as server:
         ftp = ftps_login(world, server.port, "magrathea", world.password)

@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -28,7 +29,7 @@ JAN_5_2025 = calendar.timegm((2025, 1, 5, 12, 0, 0, 0, 0, 0))
 
 # -- parsers --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('line, name, size, mtime, precision', [
+@pytest.mark.parametrize('line, name, size, mtime, uncertainty', [
     ('-rw-r--r--    1 0        0          102400 Jan 02 10:22 MAG000001_20250101.zip',
      'MAG000001_20250101.zip', 102400, calendar.timegm((2025, 1, 2, 10, 22, 0, 0, 0, 0)), 60),
     ('-rw-r--r--   1 owner    group          42 Dec 31 23:59 late.zip',
@@ -40,11 +41,11 @@ JAN_5_2025 = calendar.timegm((2025, 1, 5, 12, 0, 0, 0, 0, 0))
     ('-rw-r--r--+   1 a b 0 Jan 01 00:00 empty',
      'empty', 0, calendar.timegm((2025, 1, 1, 0, 0, 0, 0, 0, 0)), 60),
 ])
-def test_list_line_file(line, name, size, mtime, precision):
+def test_list_line_file(line, name, size, mtime, uncertainty):
     kind, entry = _ftps.parse_list_line(line, now=JAN_5_2025)
     assert kind == 'file'
-    assert (entry.name, entry.size, entry.mtime, entry.precision) == (name, size, mtime, precision)
-    assert entry.token
+    assert (entry.name, entry.size, entry.mtime, entry.uncertainty) == (name, size, mtime, uncertainty)
+    assert entry.listed_time
 
 
 @pytest.mark.parametrize('line, kind', [
@@ -68,7 +69,7 @@ def test_list_line_other(line, kind):
 ])
 def test_mlsd_line_file(line, name, size, mtime):
     kind, entry = _ftps.parse_mlsd_line(line)
-    assert kind == 'file' and (entry.name, entry.size, entry.mtime, entry.precision) == (name, size, mtime, 1)
+    assert kind == 'file' and (entry.name, entry.size, entry.mtime, entry.uncertainty) == (name, size, mtime, 1)
 
 
 @pytest.mark.parametrize('line, kind', [
@@ -83,10 +84,34 @@ def test_mlsd_line_other(line, kind):
     assert got_kind == kind and entry is None
 
 
-def test_split_listing_keeps_a_bare_lf_inside_a_name():
-    data = b'type=file;size=1;modify=20250101000000; new\nline\r\ntype=file;size=2;modify=20250101000000; ok\r\n'
-    assert _ftps.split_listing(data) == [b'type=file;size=1;modify=20250101000000; new\nline', b'type=file;size=2;modify=20250101000000; ok']
-    assert _ftps.split_listing(b'a\nb\n') == [b'a', b'b']
+def lines_of(*chunks):
+    lines = _ftps.ListingLines()
+    got = []
+    for chunk in chunks:
+        got.extend(lines.feed(chunk))
+    return got + lines.close()
+
+
+@pytest.mark.parametrize('chunks, expected', [
+    # CRLF servers: a bare LF stays inside a name, wherever the chunks are cut.
+    ([b'type=file; new\nline\r\ntype=file; ok\r\n'], [b'type=file; new\nline', b'type=file; ok']),
+    ([b'a\nb\r', b'\nc\r\n'], [b'a\nb', b'c']),
+    ([b'a', b'\r', b'\n', b'b\r\n'], [b'a', b'b']),
+    # LF servers, and a last line without its line end.
+    ([b'a\nb\n'], [b'a', b'b']),
+    ([b'a\r\nb'], [b'a', b'b']),
+    ([b''], []),
+])
+def test_listing_lines(chunks, expected):
+    assert lines_of(*chunks) == expected
+
+
+def test_listing_lines_decide_lf_after_the_probe_and_bound_a_line():
+    lines = _ftps.ListingLines()
+    first = lines.feed(b'x\n' * (_ftps.LISTING_PROBE // 2))
+    assert len(first) == _ftps.LISTING_PROBE // 2 and lines.feed(b'y\r\n') == [b'y\r']
+    long_line = b'z' * (_ftps.MAX_LISTING_LINE + 10)
+    assert lines.feed(long_line) == [b'z' * _ftps.MAX_LISTING_LINE] and lines.close() == [b'z' * 10]
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -124,7 +149,8 @@ def embedded(pki_paths, root, **kwargs):
 
 def endpoint(port, pki_paths, **kwargs):
     kwargs.setdefault('ca_path', pki_paths['ca_file'])
-    return _tls.Endpoint('localhost', port, timeout=5, **kwargs)
+    kwargs.setdefault('timeout', 5)
+    return _tls.Endpoint('localhost', port, **kwargs)
 
 
 @pytest.mark.parametrize('tls_max', ['1.2', None])
@@ -135,12 +161,13 @@ def test_session_lists_and_retrieves_with_session_reuse(pki_paths, cdr_root, tls
             assert client._ftp.sock.version() == ('TLSv1.2' if tls_max else 'TLSv1.3')
             assert client.has_mlsd
             client.cwd('/cdr')
-            files, unparsed = client.list_dir()
-            assert unparsed == []
+            listed = list(client.listing())
+            assert [kind for kind, entry, line in listed] == ['file'] * 3
+            files = [entry for kind, entry, line in listed]
             assert sorted(entry.name for entry in files) == ['MAG_20250100.zip', 'MAG_20250101.zip', 'MAG_20250102.zip']
             for entry in files:
                 local = cdr_root / 'cdr' / entry.name
-                assert entry.size == local.stat().st_size and entry.mtime == int(local.stat().st_mtime) and entry.precision == 1
+                assert entry.size == local.stat().st_size and entry.mtime == int(local.stat().st_mtime) and entry.uncertainty == 1
                 chunks = []
                 assert client.retrieve(entry.name, lambda chunk: chunks.append(bytes(chunk))) == entry.size
                 assert b''.join(chunks) == local.read_bytes()
@@ -164,7 +191,7 @@ def test_correct_pin_logs_in(pki_paths, cdr_root):
         pin = _tls.format_fingerprint(_tls.certificate_fingerprint(der, 'sha1'))
         with _ftps.FtpsClient(endpoint(server.port, pki_paths, fingerprint=pin), USER, PASSWORD) as client:
             client.cwd('/cdr')
-            assert len(client.list_dir()[0]) == 3
+            assert len([entry for kind, entry, line in client.listing() if entry]) == 3
     finally:
         server.stop()
 
@@ -209,6 +236,73 @@ def test_dropped_data_connection_is_transient_and_resumable(pki_paths, cdr_root)
         server.stop()
 
 
+def test_cut_listing_yields_its_whole_lines_then_is_incomplete(pki_paths, cdr_root):
+    server = embedded(pki_paths, cdr_root, cut_listing_after_bytes=150)
+    try:
+        with _ftps.FtpsClient(endpoint(server.port, pki_paths), USER, PASSWORD) as client:
+            client.cwd('/cdr')
+            seen = []
+            with pytest.raises(_ftps.ListingIncomplete, match='MLSD listing from localhost:%d is incomplete: the data connection '
+                                                              'was closed without a TLS close_notify' % server.port) as caught:
+                for kind, entry, line in client.listing():
+                    seen.append(line)
+            assert caught.value.transient and client.connected  # the server answered 226: the connection goes on
+            assert len(seen) == 1 and seen[0].endswith(' MAG_20250100.zip')
+            with pytest.raises(_ftps.ListingIncomplete):
+                list(client.listing())  # cut again, on the same control connection
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize('offset', [0, 10_000])
+def test_retrieve_stops_at_the_expected_size(pki_paths, cdr_root, offset):
+    server = embedded(pki_paths, cdr_root, overlong_bytes=5_000_000)
+    name = 'MAG_20250101.zip'
+    expected = (cdr_root / 'cdr' / name).read_bytes()
+    received = bytearray()
+    try:
+        with _ftps.FtpsClient(endpoint(server.port, pki_paths), USER, PASSWORD) as client:
+            client.cwd('/cdr')
+            with pytest.raises(_ftps.LongerThanExpected, match='more than the %d bytes expected of %s' % (len(expected), name)):
+                client.retrieve(name, received.extend, offset=offset, size=len(expected))
+            assert bytes(received) == expected[offset:]
+            assert client.size(name) == len(expected)  # the control connection is still in step
+    finally:
+        server.stop()
+
+
+def test_what_the_sink_raises_passes_through_untouched(pki_paths, cdr_root):
+    server = embedded(pki_paths, cdr_root)
+    disk_full = _tls.LocalStorageError('cannot write /x: No space left on device (ENOSPC)', path='/x', errno=28)
+
+    def sink(chunk):
+        raise disk_full
+    try:
+        client = _ftps.FtpsClient(endpoint(server.port, pki_paths), USER, PASSWORD).connect()
+        client.cwd('/cdr')
+        with pytest.raises(_tls.LocalStorageError) as caught:
+            client.retrieve('MAG_20250100.zip', sink, size=50_000)
+        assert caught.value is disk_full and not client.connected
+    finally:
+        server.stop()
+
+
+def test_retrieve_without_a_size_needs_a_clean_end(pki_paths, cdr_root):
+    server = embedded(pki_paths, cdr_root, drop_after_bytes=1000)
+    try:
+        with _ftps.FtpsClient(endpoint(server.port, pki_paths), USER, PASSWORD) as client:
+            client.cwd('/cdr')
+            with pytest.raises(_ftps.TransferIncomplete, match='no TLS close_notify'):
+                client.retrieve('MAG_20250100.zip', lambda chunk: None)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize('code, transient', [(421, True), (425, True), (426, True), (450, True), (451, True), (550, False), (530, False)])
+def test_reply_codes_say_whether_a_retry_can_help(code, transient):
+    assert _ftps.FtpReplyError('x', code).transient is transient
+
+
 def test_connection_limit_answers_421_as_transient(pki_paths, cdr_root):
     server = embedded(pki_paths, cdr_root, max_connections=1)
     try:
@@ -225,7 +319,7 @@ def test_hostile_names_are_listed_as_sent(pki_paths, cdr_root):
     try:
         with _ftps.FtpsClient(endpoint(server.port, pki_paths), USER, PASSWORD) as client:
             client.cwd('/cdr')
-            names = {entry.name for entry in client.list_dir()[0]}
+            names = {entry.name for kind, entry, line in client.listing() if entry}
         assert {'../x', 'a/b', 'back\\slash', 'new\nline'} <= names
     finally:
         server.stop()
@@ -333,3 +427,43 @@ def test_commands_after_good_handshake_go_inside_tls(pki_paths):
     # The recorder decrypts: USER/PASS came after AUTH TLS and PBSZ/PROT P, all inside the TLS session.
     lines = server.received.split(b'\r\n')
     assert lines[:5] == [b'AUTH TLS', b'PBSZ 0', b'PROT P', b'USER ' + USER.encode(), b'PASS ' + PASSWORD.encode()]
+
+
+class TricklingFtpServer:
+    """Greets with a multi-line 220 reply that never ends, a few bytes at a time: every wait is short, the reply endless."""
+
+    def __init__(self, seconds=10.0):
+        self.seconds = seconds
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, dummy = self.listener.accept()
+        deadline = time.monotonic() + self.seconds
+        try:
+            conn.sendall(b'220-Welcome\r\n')
+            while time.monotonic() < deadline:
+                conn.sendall(b'220-')
+                time.sleep(0.05)
+                conn.sendall(b'still greeting\r\n')
+                time.sleep(0.05)
+        except OSError:
+            pass  # the client gave up
+        finally:
+            conn.close()
+
+    def join(self):
+        self.thread.join(15)
+        self.listener.close()
+
+
+def test_a_reply_that_never_ends_meets_its_deadline(pki_paths):
+    server = TricklingFtpServer()
+    client = _ftps.FtpsClient(endpoint(server.port, pki_paths, timeout=1), USER, PASSWORD)
+    try:
+        with pytest.raises(_tls.MagratheaTimeout, match='whole exchange did not end within 1s'):
+            client.connect()
+    finally:
+        server.join()
