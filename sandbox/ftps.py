@@ -9,7 +9,7 @@ bytes, a listing cut short without TLS close_notify yet answered 226, a
 download that streams more than the file holds, listed files that vanish
 before they are fetched (550), a listing padded with many entries or with
 lines in a format clients do not know, another
-certificate on the data connections than on the control connection, no MLSD
+certificate on the data connections than on the control connection, data connections that trickle, no MLSD
 (LIST only, as vsftpd), a connection limit that answers 421, hostile names in
 directory listings, and a TLS 1.2 ceiling.
 
@@ -27,7 +27,7 @@ import time
 from OpenSSL import SSL
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.filesystems import AbstractedFS
-from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers import DTPHandler, FTPHandler, ThrottledDTPHandler, TLS_DTPHandler, TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.log import logger
 from pyftpdlib.servers import FTPServer
@@ -107,6 +107,10 @@ class _OverlongProducer:
         count = min(self.chunk, self._extra)
         self._extra -= count
         return b"\xa5" * count
+
+
+class _ThrottledTlsData(TLS_DTPHandler, ThrottledDTPHandler):
+    """A TLS data connection that sends at most ``write_limit`` bytes a second, in small chunks."""
 
 
 class _FaultyData:
@@ -211,7 +215,7 @@ class EmbeddedFtpsServer:
                  tls_required=True, drop_after_bytes=0, max_connections=0, hostile_names=False, tls_max_version=None,
                  failed_login_delay=1.0, banner="Magrathea sandbox CDR server ready.", mlsd=True, cut_listing_after_bytes=0,
                  overlong_bytes=0, vanishing_names=(), listing_padding=0, raw_listing_lines=(), data_certfile=None, data_keyfile=None,
-                 log_path=None):
+                 log_path=None, data_bytes_per_second=0):
         if tls_required and not (certfile and keyfile):
             raise ValueError("an FTPS server needs certfile and keyfile")
         if tls_max_version is not None and tls_max_version not in TLS_VERSIONS:
@@ -237,6 +241,7 @@ class EmbeddedFtpsServer:
         self.raw_listing_lines = tuple(raw_listing_lines)
         self.data_certfile = data_certfile
         self.data_keyfile = data_keyfile or data_certfile
+        self.data_bytes_per_second = data_bytes_per_second
         self.events = ServerEvents(log_path)
         self._password = password
         self._server = None
@@ -263,7 +268,10 @@ class EmbeddedFtpsServer:
         authorizer = DummyAuthorizer()
         authorizer.add_user(self.username, self._password, homedir=self.root, perm=READ_ONLY_PERMISSIONS)
         data_base = TLS_DTPHandler if self.tls_required else DTPHandler
+        if self.data_bytes_per_second:
+            data_base = _ThrottledTlsData if self.tls_required else ThrottledDTPHandler
         data_handler = type("SandboxDataHandler", (_FaultyData, data_base), {
+            "write_limit": self.data_bytes_per_second,
             "drop_after_bytes": self.drop_after_bytes,
             "cut_listing_after_bytes": self.cut_listing_after_bytes,
             "overlong_bytes": self.overlong_bytes,

@@ -43,6 +43,9 @@ from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
 # connection failed or closed, file busy, local error on the server.
 TRANSIENT_REPLIES = frozenset((421, 425, 426, 450, 451))
 BLOCK_SIZE = 256 * 1024
+# A data connection must bring this many bytes (or the rest of the file) in every `timeout` seconds: a server that
+# trickles one byte at a time never trips a wait, so it trips this, as curl's --speed-limit does.
+MIN_BYTES_PER_WINDOW = 1024
 QUIT_TIMEOUT = 2.0
 # A listing uses CRLF line ends when the first LISTING_PROBE bytes hold one; a longer line is not a listing line.
 LISTING_PROBE = 64 * 1024
@@ -419,6 +422,7 @@ class FtpsClient:
                                           'nothing was sent on this data connection' % (self._sent, self._command))
         # A data connection ends complete only with the server's close_notify; a bare close must be seen as a cut.
         tls.suppress_ragged_eofs = False
+        _progress(tls, self.endpoint.timeout)
         self.data_connections += 1
         if tls.session_reused:
             self.sessions_reused += 1
@@ -463,13 +467,14 @@ class FtpsClient:
                     problem = 'the data connection was closed without a TLS close_notify'
                     break
                 except socket.timeout:
-                    problem = 'no data for %ss' % self.endpoint.timeout
+                    problem = 'less than %d bytes arrived in %gs' % (MIN_BYTES_PER_WINDOW, self.endpoint.timeout)
                     break
                 except (OSError, ssl.SSLError) as exc:
                     problem = 'the data connection failed: %s' % exc
                     break
                 if not count:
                     break
+                _progress(conn, self.endpoint.timeout, count)
                 for raw in lines.feed(memoryview(buffer)[:count]):
                     yield _parsed(parse, raw)
             if problem is None:
@@ -533,7 +538,8 @@ class FtpsClient:
             if wanted is not None and received < wanted:
                 raise TransferIncomplete('data connection from %s ended during %s after %d of %d bytes; a rerun resumes the file'
                                          % (self.endpoint.describe(), what, received, wanted))
-            # All the expected bytes are here; a byte more means the file is not what was listed.
+            # All the expected bytes are here; a byte more means the file is not what was listed. The end gets a window of its own.
+            _progress(conn, self.endpoint.timeout)
             more = wanted is not None and self._receive(conn, view[:1], what, received, ended_ok=True)
         finally:
             view.release()
@@ -550,8 +556,8 @@ class FtpsClient:
         try:
             count = conn.recv_into(view)
         except socket.timeout:
-            raise MagratheaTimeout('%s sent no data for %ss during %s (after %d bytes); a rerun resumes the file'
-                                   % (self.endpoint.describe(), self.endpoint.timeout, what, received)) from None
+            raise MagratheaTimeout('%s sent less than %d bytes in %gs during %s (after %d bytes); a rerun resumes the file'
+                                   % (self.endpoint.describe(), MIN_BYTES_PER_WINDOW, self.endpoint.timeout, what, received)) from None
         except ssl.SSLEOFError:
             if ended_ok:
                 return None  # every expected byte arrived; the missing close_notify cannot hide any
@@ -560,6 +566,8 @@ class FtpsClient:
         except (OSError, ssl.SSLError) as exc:
             raise TransferIncomplete('data connection from %s dropped during %s after %d bytes (%s); a rerun resumes the file'
                                      % (self.endpoint.describe(), what, received, exc)) from None
+        if count:
+            _progress(conn, self.endpoint.timeout, count)
         return count or None
 
     def _end_data_after_abort(self, what):
@@ -580,6 +588,15 @@ def _parsed(parse, raw):
     if entry is None and kind is None and not line.strip():
         return 'blank', None, line
     return kind, entry, line
+
+
+def _progress(conn, timeout, count=None):
+    """Count ``count`` bytes on data connection ``conn``; each MIN_BYTES_PER_WINDOW of them earn a new window."""
+    if count is None or conn.window_bytes + count >= MIN_BYTES_PER_WINDOW:
+        conn.window_bytes = 0
+        conn.deadline = Deadline(timeout)
+    else:
+        conn.window_bytes += count
 
 
 def _reply_text(exc):

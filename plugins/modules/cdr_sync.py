@@ -145,6 +145,9 @@ notes:
     every file the module writes and to the files already up to date. O(mode), O(owner) and O(group) are checked before
     any connection.
   - Without MLSD, listed times are taken as UTC (vsftpd's default); a server that lists local times makes MDTM decide more often.
+  - Every control reply must end within O(timeout) seconds, and every data connection must bring at least 1 KiB (or the
+    rest of the file) in every O(timeout) seconds, as curl's C(--speed-limit) asks; a server that trickles is treated as
+    a dropped connection (retried within the budget; a rerun resumes the file), so it cannot hold the task.
 seealso:
   - name: magrathea.secure.lftp role
     description: The vendor-recommended lftp client, configured for the same server.

@@ -287,6 +287,28 @@ def test_what_the_sink_raises_passes_through_untouched(pki_paths, cdr_root):
         server.stop()
 
 
+@pytest.mark.parametrize('what', ['RETR', 'listing'])
+def test_a_data_connection_that_trickles_is_ended(pki_paths, cdr_root, what):
+    # About 100 bytes a second, in bursts 2 s apart, never trips a 3 s wait but stays under 1 KiB in any 3 s.
+    server = embedded(pki_paths, cdr_root, data_bytes_per_second=100, listing_padding=300)
+    name = 'MAG_20250100.zip'
+    received = bytearray()
+    try:
+        with _ftps.FtpsClient(endpoint(server.port, pki_paths, timeout=3), USER, PASSWORD) as client:
+            client.cwd('/cdr')
+            if what == 'RETR':
+                with pytest.raises(_tls.MagratheaTimeout, match='sent less than 1024 bytes in 3s during RETR %s' % name) as caught:
+                    client.retrieve(name, received.extend, size=50_000)
+                assert caught.value.transient and len(received) < 10_000
+            else:
+                with pytest.raises(_ftps.ListingIncomplete, match='is incomplete: less than 1024 bytes arrived in 3s'):
+                    for dummy in client.listing():
+                        received.extend(b'.')
+                assert len(received) < 300
+    finally:
+        server.stop()
+
+
 def test_retrieve_without_a_size_needs_a_clean_end(pki_paths, cdr_root):
     server = embedded(pki_paths, cdr_root, drop_after_bytes=1000)
     try:
