@@ -15,11 +15,14 @@ TEST_ROOT := $(CURDIR)/build/test/ansible_collections/magrathea/secure
 SANDBOX_DIR ?= $(CURDIR)/build/sandbox
 DEMO_SANDBOX := $(CURDIR)/build/demo-sandbox
 TEST_SANDBOX := $(CURDIR)/build/test-sandbox
+# Debian packages the demo needs on a bare Debian 12: certutil for its throwaway NSS database, a JRE's keytool and
+# the cacerts it copies into a throwaway keystore (the venv target adds python3-venv when Python lacks ensurepip).
+DEMO_DEBIAN_PACKAGES := libnss3-tools openjdk-17-jre-headless ca-certificates-java
 # Debian packages the real-component tests use.
 DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck
 ANSIBLE_TEST_PYTHON := 3.11
 
-.PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
+.PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
 	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
@@ -32,7 +35,9 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(VENV)/.installed: requirements.txt requirements-sandbox.txt requirements-test.txt
+	@# Debian's python3 has no ensurepip (so no venv) without python3-venv.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || tests/utils/debian_packages.sh venv python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
@@ -45,11 +50,10 @@ $(COLLECTION_LINK):
 
 # Debian packages for the real-component tests (vsftpd, lftp, certutil, keytool, Chromium).
 deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
-	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "deps: missing Debian packages: $$missing; run 'sudo apt-get install $$missing' or make test as root" >&2; exit 1; fi
+	@tests/utils/debian_packages.sh test $(DEBIAN_PACKAGES)
+
+demo-deps:
+	@tests/utils/debian_packages.sh demo $(DEMO_DEBIAN_PACKAGES)
 
 # ansible-test downloads get-pip.py from a host that is not reachable here; seed its cache with an ensurepip stand-in.
 ansible-test-offline: venv
@@ -61,7 +65,7 @@ sandbox-up: venv
 sandbox-down: venv
 	$(PY) -m sandbox down --dir $(SANDBOX_DIR)
 
-demo: venv collection
+demo: demo-deps venv collection
 	@$(PY) -m sandbox up --dir $(DEMO_SANDBOX) >/dev/null
 	@trap '$(PY) -m sandbox down --dir $(DEMO_SANDBOX) >/dev/null' EXIT; \
 	set -a; . $(DEMO_SANDBOX)/sandbox.env; set +a; \
