@@ -23,7 +23,7 @@ DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jd
 ANSIBLE_TEST_PYTHON := 3.11
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks test-packaged lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -97,6 +97,11 @@ integration: venv deps collection test-tree
 test-playbooks: venv deps collection
 	tests/utils/test_playbooks.sh
 
+# The built collection as Galaxy users get it: installed into a fresh venv with requirements.txt only, run from outside
+# the repository against a sandbox (tests/utils/test_packaged.sh).
+test-packaged: venv deps
+	PYTHON=$(PYTHON) tests/utils/test_packaged.sh
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -124,6 +129,7 @@ test: venv deps
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
+	$(MAKE) --no-print-directory test-packaged
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py

@@ -31,7 +31,7 @@ deb $mirror bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 EOF
     cp /etc/resolv.conf "$root/etc/resolv.conf"
-    pip_cert=$(python3 -m pip config get global.cert 2>/dev/null || true)
+    pip_cert=${PIP_CERT:-$(python3 -m pip config list 2>/dev/null | sed -nE "s/^global\.cert='(.*)'$/\1/p" | head -n 1)}
     if [ -n "$pip_cert" ] && [ -f "$pip_cert" ]; then
         cp "$pip_cert" "$root/etc/egress-ca-bundle.pem"
     fi
@@ -62,7 +62,7 @@ in_root() {
 start=$(date +%s)
 in_root 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git make >/dev/null' >"$work/prerequisites.log" 2>&1 \
     || { tail -n 20 "$work/prerequisites.log"; exit 1; }
-in_root "git clone -q /root/repo.bundle $clone"
+in_root "git -c advice.detachedHead=false clone -q /root/repo.bundle $clone"
 echo "fresh_machine_demo: git and make installed, repository cloned in $(($(date +%s) - start)) s"
 
 start=$(date +%s)
@@ -80,9 +80,10 @@ echo "fresh_machine_demo: installed by make demo: $(grep -hoE '(demo|venv): inst
 
 # The demo's sandbox CA must be in none of the root's own stores.
 in_root "cd $clone && .venv/bin/python - <<'EOF'
-import glob, hashlib, os, re, subprocess, sys
+import glob, hashlib, os, re, subprocess, sys, warnings
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+warnings.simplefilter('ignore')  # a few public roots have serial numbers that cryptography warns about
 
 def der_prints(path):
     with open(path, 'rb') as handle:
