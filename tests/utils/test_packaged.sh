@@ -6,7 +6,8 @@
 #   2. a fresh virtualenv with requirements.txt only (the runtime requirements) and the tarball installed into a
 #      fresh collections path;
 #   3. from a directory outside the repository (no ansible.cfg, no collections but the installed one): ansible-doc,
-#      the shipped playbooks through `import_playbook: magrathea.secure.<name>`, and a user playbook with FQCNs
+#      the shipped playbooks through `import_playbook: magrathea.secure.<name>` (and one as `ansible-playbook
+#      magrathea.secure.verify_trust`), and a user playbook with FQCNs
 #      (tests/utils/packaged/user_playbook.yml), against a sandbox started from the installed collection with the
 #      repository's .venv (which has the sandbox's packages).
 # The playbooks write throwaway stores and files under the work directory only. In a private mount namespace /etc,
@@ -69,7 +70,11 @@ step "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB) in a venv
 tar -tzf "$tarball" | grep -v '/$' | grep -vxE 'MANIFEST.json|FILES.json' | sort >"$logs/shipped.txt"
 git -C "$repo" ls-files --cached --others --exclude-standard | sort >"$logs/git-files.txt"
 leaked=$(comm -23 "$logs/shipped.txt" "$logs/git-files.txt")
-[ -z "$leaked" ] || fail "the tarball ships files git ignores (add them to build_ignore in galaxy.yml): $(head -n 20 <<<"$leaked" | tr '\n' ' ')"
+if [ -n "$leaked" ]; then
+    fail "the tarball ships files git ignores (add them to build_ignore in galaxy.yml): $(head -n 20 <<<"$leaked" | tr '\n' ' ')"
+else
+    echo "ok   the tarball ships $(wc -l <"$logs/shipped.txt") files, all of them seen by git; $(comm -13 "$logs/shipped.txt" "$logs/git-files.txt" | wc -l) git files left out by build_ignore"
+fi
 for required in meta/runtime.yml plugins/modules/balance_info.py plugins/module_utils/_tls.py roles/trust/tasks/main.yml \
         roles/lftp/templates/lftp-settings.j2 playbooks/demo.yml playbooks/tasks/demo_trust.yml sandbox/__main__.py \
         requirements-sandbox.txt LICENSES/GPL-3.0-or-later.txt CHANGELOG.md README.md; do
@@ -78,7 +83,6 @@ done
 for unwanted in Makefile ansible.cfg tests/utils/test_packaged.sh tests/bench/bench_cdr.py; do
     if grep -qxF "$unwanted" "$logs/shipped.txt"; then fail "the tarball ships $unwanted, which only works in a checkout"; fi
 done
-echo "ok   the tarball ships $(wc -l <"$logs/shipped.txt") files, all of them tracked by git; $(comm -13 "$logs/shipped.txt" "$logs/git-files.txt" | wc -l) git files left out by build_ignore"
 
 # 2. Installed into a fresh collections path.
 must install.log ansible_env ansible-galaxy collection install -p "$work/collections" "$tarball"
@@ -122,8 +126,9 @@ run() {
         echo "ok   $name: $(grep -E '^localhost +: ok=' "$log" | tail -n 1 | tr -s ' ')"
     fi
 }
-# A wrapper playbook per shipped playbook: import_playbook by FQCN, as a user's site.yml does.
-for name in demo billing_server verify_trust cdr_sync; do
+# A wrapper playbook per shipped playbook: import_playbook by FQCN, as a user's site.yml does (verify_trust runs
+# as `ansible-playbook magrathea.secure.verify_trust` instead).
+for name in demo billing_server cdr_sync; do
     printf -- '---\n- name: The shipped %s playbook\n  ansible.builtin.import_playbook: magrathea.secure.%s\n' "$name" "$name" >"$name.yml"
 done
 
@@ -135,7 +140,7 @@ stores=$(printf '{"trust_system": false, "trust_java_keystores": ["%s"], "trust_
 run billing_server billing_server.yml "${sandbox_env[@]}" -- -e "$stores" -e lftp_install=false \
     -e "lftp_ca_file=$sandbox/pki/ca.pem" -e "lftp_config_path=$work/billing/lftp.conf" -e billing_lftp_user=root \
     -e "lftp_user_home=$work/billing/home" -e "cdr_sync_dest=$work/billing/cdr"
-run verify_trust verify_trust.yml "${sandbox_env[@]}" -- \
+run verify_trust magrathea.secure.verify_trust "${sandbox_env[@]}" -- \
     -e "{\"verify_trust_stores\": [\"java\", \"nss\"], \"verify_trust_keystores\": [\"$work/user/trust/cacerts\"], \"verify_trust_nssdbs\": [\"$work/user/trust/nssdb\"]}"
 run cdr_sync cdr_sync.yml "${sandbox_env[@]}" -- -e "cdr_sync_dest=$work/cdr-job"
 
