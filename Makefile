@@ -21,9 +21,26 @@ DEMO_DEBIAN_PACKAGES := libnss3-tools openjdk-17-jre-headless ca-certificates-ja
 # Debian packages the real-component tests use.
 DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck
 ANSIBLE_TEST_PYTHON := 3.11
+# What `make venv` installs into $(VENV); what test-packaged installs next to the built collection.
+VENV_REQUIREMENTS := requirements-test.txt
+RUNTIME_REQUIREMENTS := $(CURDIR)/requirements.txt
+PACKAGED_TEST_DIR := $(CURDIR)/build/packaged-test
+# The version matrix (make matrix): besides ansible-core 2.19 on Python 3.11 in .venv, ansible-core 2.20 on Python 3.13
+# in a venv of its own, with requirements.txt (ansible-core replaced) and requirements-sandbox.txt.
+MATRIX_ANSIBLE_CORE := 2.20.10
+MATRIX_PYTHON_VERSION := 3.13
+MATRIX_PYTHON ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(MATRIX_PYTHON_VERSION).*/bin/python$(MATRIX_PYTHON_VERSION)))),python$(MATRIX_PYTHON_VERSION))
+MATRIX_DIR := $(CURDIR)/build/matrix
+MATRIX_VENV := $(MATRIX_DIR)/venv-ansible-core-$(MATRIX_ANSIBLE_CORE)
+MATRIX_RUNTIME_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_CORE).txt
+MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_CORE)-sandbox.txt
+# The integration targets that run on 2.20 too (test-packaged runs every module, role and playbook there once):
+# FTPS with TLS session reuse (Python's ssl), the trust role (role argument specs, three trust modules, trust_check),
+# NTSAPI with check and diff mode, REST.
+MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks test-packaged lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks test-packaged matrix lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -39,7 +56,7 @@ $(VENV)/.installed: requirements.txt requirements-sandbox.txt requirements-test.
 	@# Debian's python3 has no ensurepip (so no venv) without python3-venv.
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || tests/utils/debian_packages.sh venv python3-venv
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV_REQUIREMENTS)
 	touch $@
 
 collection: $(COLLECTION_LINK)
@@ -100,7 +117,23 @@ test-playbooks: venv deps collection
 # The built collection as Galaxy users get it: installed into a fresh venv with requirements.txt only, run from outside
 # the repository against a sandbox (tests/utils/test_packaged.sh).
 test-packaged: venv deps
-	PYTHON=$(PYTHON) tests/utils/test_packaged.sh
+	PYTHON=$(PYTHON) REQUIREMENTS=$(RUNTIME_REQUIREMENTS) SANDBOX_PYTHON=$(PY) PACKAGED_TEST_DIR=$(PACKAGED_TEST_DIR) \
+		tests/utils/test_packaged.sh
+
+# With ansible-core $(MATRIX_ANSIBLE_CORE) on Python $(MATRIX_PYTHON_VERSION) (controller and managed host): sanity, the
+# MATRIX_TARGETS integration targets and test-packaged, in a test tree and sandbox of their own.
+matrix: $(MATRIX_REQUIREMENTS)
+	$(MAKE) --no-print-directory sanity integration test-packaged VENV=$(MATRIX_VENV) PYTHON=$(MATRIX_PYTHON) \
+		VENV_REQUIREMENTS=$(MATRIX_REQUIREMENTS) RUNTIME_REQUIREMENTS=$(MATRIX_RUNTIME_REQUIREMENTS) \
+		ANSIBLE_TEST_PYTHON=$(MATRIX_PYTHON_VERSION) TEST_ROOT=$(MATRIX_DIR)/test/ansible_collections/magrathea/secure \
+		TEST_SANDBOX=$(MATRIX_DIR)/sandbox PACKAGED_TEST_DIR=$(MATRIX_DIR)/packaged-test TARGETS="$(MATRIX_TARGETS)"
+
+$(MATRIX_RUNTIME_REQUIREMENTS): requirements.txt
+	mkdir -p $(dir $@)
+	sed -E 's/^ansible-core==.*/ansible-core==$(MATRIX_ANSIBLE_CORE)/' requirements.txt > $@
+
+$(MATRIX_REQUIREMENTS): $(MATRIX_RUNTIME_REQUIREMENTS) requirements-sandbox.txt
+	printf -- '-r %s\n-r %s\n' $(MATRIX_RUNTIME_REQUIREMENTS) $(CURDIR)/requirements-sandbox.txt > $@
 
 lint: venv collection
 	$(BIN)/ansible-lint

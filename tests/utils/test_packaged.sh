@@ -15,11 +15,14 @@
 # test instead of changing the host. Needs root (for the namespace).
 #
 #   tests/utils/test_packaged.sh        (logs in build/packaged-test/)
+# Environment: PYTHON (for the venv, default python3), REQUIREMENTS (default requirements.txt), SANDBOX_PYTHON (one
+# with the sandbox's packages, default .venv/bin/python), PACKAGED_TEST_DIR (for the logs).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 python=${PYTHON:-python3}
+requirements=${REQUIREMENTS:-$repo/requirements.txt}
 sandbox_python=${SANDBOX_PYTHON:-$repo/.venv/bin/python}
-logs=$repo/build/packaged-test
+logs=${PACKAGED_TEST_DIR:-$repo/build/packaged-test}
 
 if [ "${MAGRATHEA_PACKAGED_NAMESPACE:-}" != 1 ]; then
     [ "$(id -u)" = 0 ] || { echo "test_packaged: needs root (a private mount namespace)" >&2; exit 1; }
@@ -61,10 +64,10 @@ must() {
 
 # 1. A fresh virtualenv with the runtime requirements only, and the artifact built with its ansible-galaxy.
 must venv.log "$python" -m venv "$work/venv"
-must venv.log "$work/venv/bin/python" -m pip install --disable-pip-version-check -r "$repo/requirements.txt"
+must venv.log "$work/venv/bin/python" -m pip install --disable-pip-version-check -r "$requirements"
 must build.log ansible_env ansible-galaxy collection build --output-path "$work/dist" "$repo"
 tarball=$(echo "$work"/dist/magrathea-secure-*.tar.gz)
-step "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB) in a venv with $(tr '\n' ' ' < <(grep -vE '^\s*(#|$)' "$repo/requirements.txt"))"
+step "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB) with $("$work/venv/bin/ansible-galaxy" --version | head -n 1) on Python $("$work/venv/bin/python" -c 'import platform; print(platform.python_version())'), in a venv with $(tr '\n' ' ' < <(grep -vE '^\s*(#|$)' "$requirements"))"
 
 # What it ships: only files git sees. An ignored file (a venv, build/, integration_config.yml) is a leak.
 tar -tzf "$tarball" | grep -v '/$' | grep -vxE 'MANIFEST.json|FILES.json' | sort >"$logs/shipped.txt"
