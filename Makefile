@@ -15,13 +15,33 @@ TEST_ROOT := $(CURDIR)/build/test/ansible_collections/magrathea/secure
 SANDBOX_DIR ?= $(CURDIR)/build/sandbox
 DEMO_SANDBOX := $(CURDIR)/build/demo-sandbox
 TEST_SANDBOX := $(CURDIR)/build/test-sandbox
+# Debian packages the demo needs on a bare Debian 12: certutil for its throwaway NSS database, a JRE's keytool and
+# the cacerts it copies into a throwaway keystore (the venv target adds python3-venv when Python lacks ensurepip).
+DEMO_DEBIAN_PACKAGES := libnss3-tools openjdk-17-jre-headless ca-certificates-java
 # Debian packages the real-component tests use (php-cli and Net::Telnet: the public NTSAPI clients the sandbox must serve).
 DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jdk-headless ca-certificates-java unzip util-linux shellcheck \
 	php-cli libnet-telnet-perl
 ANSIBLE_TEST_PYTHON := 3.11
+# What `make venv` installs into $(VENV); what test-packaged installs next to the built collection.
+VENV_REQUIREMENTS := requirements-test.txt
+RUNTIME_REQUIREMENTS := $(CURDIR)/requirements.txt
+PACKAGED_TEST_DIR := $(CURDIR)/build/packaged-test
+# The version matrix (make matrix): besides ansible-core 2.19 on Python 3.11 in .venv, ansible-core 2.20 on Python 3.13
+# in a venv of its own, with requirements.txt (ansible-core replaced) and requirements-sandbox.txt.
+MATRIX_ANSIBLE_CORE := 2.20.10
+MATRIX_PYTHON_VERSION := 3.13
+MATRIX_PYTHON ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(MATRIX_PYTHON_VERSION).*/bin/python$(MATRIX_PYTHON_VERSION)))),python$(MATRIX_PYTHON_VERSION))
+MATRIX_DIR := $(CURDIR)/build/matrix
+MATRIX_VENV := $(MATRIX_DIR)/venv-ansible-core-$(MATRIX_ANSIBLE_CORE)
+MATRIX_RUNTIME_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_CORE).txt
+MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_CORE)-sandbox.txt
+# The integration targets that run on 2.20 too (test-packaged runs every module, role and playbook there once):
+# FTPS with TLS session reuse (Python's ssl), the trust role (role argument specs, three trust modules, trust_check),
+# NTSAPI with check and diff mode, REST.
+MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
-.PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+.PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
+	test-tree test-playbooks test-packaged matrix lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -33,9 +53,11 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(VENV)/.installed: requirements.txt requirements-sandbox.txt requirements-test.txt
+	@# Debian's python3 has no ensurepip (so no venv) without python3-venv.
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || tests/utils/debian_packages.sh venv python3-venv
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r $(VENV_REQUIREMENTS)
 	touch $@
 
 collection: $(COLLECTION_LINK)
@@ -46,11 +68,10 @@ $(COLLECTION_LINK):
 
 # Debian packages for the real-component tests (vsftpd, lftp, certutil, keytool, Chromium).
 deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; \
-	elif [ "$$(id -u)" = 0 ]; then echo "deps: installing $$missing"; apt-get update -qq; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "deps: missing Debian packages: $$missing; run 'sudo apt-get install $$missing' or make test as root" >&2; exit 1; fi
+	@tests/utils/debian_packages.sh test $(DEBIAN_PACKAGES)
+
+demo-deps:
+	@tests/utils/debian_packages.sh demo $(DEMO_DEBIAN_PACKAGES)
 
 # ansible-test downloads get-pip.py from a host that is not reachable here; seed its cache with an ensurepip stand-in.
 ansible-test-offline: venv
@@ -62,7 +83,7 @@ sandbox-up: venv
 sandbox-down: venv
 	$(PY) -m sandbox down --dir $(SANDBOX_DIR)
 
-demo: venv collection
+demo: demo-deps venv collection
 	@$(PY) -m sandbox up --dir $(DEMO_SANDBOX) >/dev/null
 	@trap '$(PY) -m sandbox down --dir $(DEMO_SANDBOX) >/dev/null' EXIT; \
 	set -a; . $(DEMO_SANDBOX)/sandbox.env; set +a; \
@@ -94,6 +115,27 @@ integration: venv deps collection test-tree
 test-playbooks: venv deps collection
 	tests/utils/test_playbooks.sh
 
+# The built collection as Galaxy users get it: installed into a fresh venv with requirements.txt only, run from outside
+# the repository against a sandbox (tests/utils/test_packaged.sh).
+test-packaged: venv deps
+	PYTHON=$(PYTHON) REQUIREMENTS=$(RUNTIME_REQUIREMENTS) SANDBOX_PYTHON=$(PY) PACKAGED_TEST_DIR=$(PACKAGED_TEST_DIR) \
+		tests/utils/test_packaged.sh
+
+# With ansible-core $(MATRIX_ANSIBLE_CORE) on Python $(MATRIX_PYTHON_VERSION) (controller and managed host): sanity, the
+# MATRIX_TARGETS integration targets and test-packaged, in a test tree and sandbox of their own.
+matrix: $(MATRIX_REQUIREMENTS)
+	$(MAKE) --no-print-directory sanity integration test-packaged VENV=$(MATRIX_VENV) PYTHON=$(MATRIX_PYTHON) \
+		VENV_REQUIREMENTS=$(MATRIX_REQUIREMENTS) RUNTIME_REQUIREMENTS=$(MATRIX_RUNTIME_REQUIREMENTS) \
+		ANSIBLE_TEST_PYTHON=$(MATRIX_PYTHON_VERSION) TEST_ROOT=$(MATRIX_DIR)/test/ansible_collections/magrathea/secure \
+		TEST_SANDBOX=$(MATRIX_DIR)/sandbox PACKAGED_TEST_DIR=$(MATRIX_DIR)/packaged-test TARGETS="$(MATRIX_TARGETS)"
+
+$(MATRIX_RUNTIME_REQUIREMENTS): requirements.txt
+	mkdir -p $(dir $@)
+	sed -E 's/^ansible-core==.*/ansible-core==$(MATRIX_ANSIBLE_CORE)/' requirements.txt > $@
+
+$(MATRIX_REQUIREMENTS): $(MATRIX_RUNTIME_REQUIREMENTS) requirements-sandbox.txt
+	printf -- '-r %s\n-r %s\n' $(MATRIX_RUNTIME_REQUIREMENTS) $(CURDIR)/requirements-sandbox.txt > $@
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -121,6 +163,7 @@ test: venv deps
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
+	$(MAKE) --no-print-directory test-packaged
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py

@@ -11,6 +11,7 @@ hosts, ports, throwaway credentials, CA file and fingerprints to use.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -23,9 +24,7 @@ import tempfile
 import threading
 import time
 
-from cryptography import x509
-
-from sandbox import pki
+# Standard library only, like everything imported at the top: `down` and `--help` work without the server packages.
 from sandbox.ntsapi import REFUSABLE
 
 HOST = "127.0.0.1"
@@ -33,6 +32,12 @@ NAME = "localhost"
 ACCOUNT = "MAG000001"
 CDR_REMOTE_DIR = "/cdr"
 START_TIMEOUT = 30
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNTIME_REQUIREMENTS_FILE = os.path.join(ROOT, "requirements.txt")
+REQUIREMENTS_FILE = os.path.join(ROOT, "requirements-sandbox.txt")
+# What the servers import beyond the standard library: (module, package on PyPI). Of these the collection itself
+# needs only cryptography; the sandbox is for developing and testing playbooks.
+SERVER_PACKAGES = (("cryptography", "cryptography"), ("pyftpdlib", "pyftpdlib"), ("OpenSSL", "pyOpenSSL"))
 
 
 def parse_args(argv):
@@ -79,7 +84,8 @@ class Sandbox:
     """The three services of one sandbox, sharing one CA and one number registry."""
 
     def __init__(self, args):
-        # Imported here so that `down` works without the server dependencies.
+        # Imported here so that `down` works without the server dependencies, and `up` can name the missing ones.
+        from sandbox import pki
         from sandbox.ftps import EmbeddedFtpsServer
         from sandbox.ntsapi import NtsapiServer
         from sandbox.registry import NumberRegistry
@@ -146,6 +152,9 @@ class Sandbox:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def settings(self):
+        from cryptography import x509
+        from sandbox import pki
+
         with open(self.paths["cert_file"], "rb") as handle:
             prints = pki.fingerprints(x509.load_pem_x509_certificate(handle.read()))
         ntsapi_user, ntsapi_password = self.credentials["NTSAPI"]
@@ -176,6 +185,8 @@ class Sandbox:
 
 
 def write_private(path, text):
+    from sandbox import pki
+
     pki.write_private(path, text.encode())
 
 
@@ -256,9 +267,30 @@ def down(args):
     return 0
 
 
+def missing_packages():
+    """The PyPI names of the server packages this Python cannot import."""
+    return [package for module, package in SERVER_PACKAGES if importlib.util.find_spec(module) is None]
+
+
+def install_hint(missing):
+    if os.path.exists(REQUIREMENTS_FILE):
+        # requirements.txt pins cryptography (the collection's own requirement); requirements-sandbox.txt the rest.
+        files = [RUNTIME_REQUIREMENTS_FILE] if "cryptography" in missing else []
+        command = "%s -m pip install %s" % (sys.executable, " ".join("-r " + name for name in files + [REQUIREMENTS_FILE]))
+    else:
+        command = "%s -m pip install %s" % (sys.executable, " ".join(missing))
+    return ("sandbox: this Python (%s) cannot import %s, which the sandbox needs to serve NTSAPI, FTPS and REST\n"
+            "(the magrathea.secure collection itself needs neither pyftpdlib nor pyOpenSSL). Install them with:\n    %s"
+            % (sys.executable, ", ".join(missing), command))
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    missing = missing_packages() if args.action in ("up", "serve") else []
+    if missing:
+        print(install_hint(missing), file=sys.stderr)
+        return 1
     if args.action == "serve":
         serve(args)
         return 0
