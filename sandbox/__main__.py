@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -114,7 +115,7 @@ class Sandbox:
                                            username=cdr_user, password=cdr_password, root=ftp_root,
                                            tls_required=not args.ftps_no_tls, drop_after_bytes=args.ftps_drop_after_bytes,
                                            max_connections=args.ftps_max_connections, hostile_names=args.ftps_hostile_names,
-                                           tls_max_version=args.ftps_tls_max)
+                                           tls_max_version=args.ftps_tls_max, log_path=os.path.join(self.dir, "ftps.log"))
 
     def start(self):
         for server in (self.ntsapi, self.rest, self.ftps):
@@ -135,7 +136,7 @@ class Sandbox:
         ntsapi_user, ntsapi_password = self.credentials["NTSAPI"]
         cdr_user, cdr_password = self.credentials["CDR"]
         rest_user, rest_password = self.credentials["REST"]
-        return {
+        settings = {
             "MAGRATHEA_CA_FILE": self.paths["ca_file"],
             "MAGRATHEA_NTSAPI_HOST": NAME,
             "MAGRATHEA_NTSAPI_PORT": str(self.ntsapi.port),
@@ -152,10 +153,15 @@ class Sandbox:
             "MAGRATHEA_CDR_SHA256": prints["sha256"],
             "MAGRATHEA_CDR_SERVER": self.args.ftps,
             "MAGRATHEA_REST_URL": "https://%s:%d/v1/" % (NAME, self.rest.port),
+            "MAGRATHEA_REST_LOG": os.path.join(self.dir, "rest.log"),
             "MAGRATHEA_REST_USERNAME": rest_user,
             "MAGRATHEA_REST_PASSWORD": rest_password,
             "MAGRATHEA_ACCOUNT": ACCOUNT,
         }
+        if self.args.ftps == "embedded":
+            # The embedded server's connection log (JSON lines: connect, close, refused with 421, and how many were open).
+            settings["MAGRATHEA_CDR_LOG"] = os.path.join(self.dir, "ftps.log")
+        return settings
 
 
 def write_private(path, text):
@@ -164,6 +170,11 @@ def write_private(path, text):
 
 def serve(args):
     sandbox = Sandbox(args)
+    # One line per REST request (method, path, status, user; never a password), for counting what a run asked for.
+    rest_log = logging.FileHandler(os.path.join(sandbox.dir, "rest.log"), encoding="utf-8")
+    rest_log.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("sandbox.rest").addHandler(rest_log)
+    logging.getLogger("sandbox.rest").setLevel(logging.INFO)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

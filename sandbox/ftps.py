@@ -6,6 +6,9 @@ read-only user whose home is the sandbox's FTP root (CDR files in ``cdr/``),
 passive data connections on 127.0.0.1, and the fault modes the client tests
 need: a data connection that drops after N bytes, a connection limit that
 answers 421, hostile names in directory listings, and a TLS 1.2 ceiling.
+With ``log_path`` it writes a JSON-lines connection log: every control
+connection accepted (with how many were then open), ended, or refused with 421,
+so tests can show that a fleet never needed more than the account's limit.
 
 pyftpdlib keeps its settings in class attributes, so every server builds its
 own handler classes; two servers in one process never share settings.
@@ -13,6 +16,8 @@ own handler classes; two servers in one process never share settings.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import threading
 import time
@@ -100,6 +105,58 @@ class _DropAfterBytes:
         self.close()
 
 
+class ConnectionLog:
+    """The control connections of one server: how many are open, and a JSON-lines record of each change."""
+
+    def __init__(self, path=None):
+        self.open = 0
+        self.peak = 0
+        self._handle = open(path, "a", encoding="utf-8") if path else None  # pylint: disable=consider-using-with
+
+    def record(self, event, peer):
+        if event == "connect":
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        elif event == "close":
+            self.open -= 1
+        if self._handle is not None:
+            entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                     "event": event, "peer": peer, "open": self.open}
+            self._handle.write(json.dumps(entry) + "\n")
+            self._handle.flush()
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class _CountedConnections:
+    """Control-channel mixin: tells the server's ConnectionLog about each connection accepted, ended or refused (421).
+
+    pyftpdlib serves every connection from one thread, so the count needs no lock.
+    """
+
+    connection_log = None
+    _counted = False
+
+    def on_connect(self):
+        self._counted = True
+        self.connection_log.record("connect", self.remote_ip)
+        super().on_connect()
+
+    def handle_max_cons_per_ip(self):
+        self.connection_log.record("refused", self.remote_ip)
+        super().handle_max_cons_per_ip()
+
+    def close(self):
+        # Counted when the server lets go of the connection, as its own limit does (not when on_disconnect runs later).
+        if self._counted:
+            self._counted = False
+            self.connection_log.record("close", self.remote_ip)
+        super().close()
+
+
 class EmbeddedFtpsServer:
     """An explicit-FTPS server on its own thread; ``start()`` binds it and sets ``port``, ``stop()`` ends it.
 
@@ -109,7 +166,7 @@ class EmbeddedFtpsServer:
 
     def __init__(self, host="127.0.0.1", port=0, *, certfile=None, keyfile=None, username, password, root,
                  tls_required=True, drop_after_bytes=0, max_connections=0, hostile_names=False, tls_max_version=None,
-                 failed_login_delay=1.0, banner="Magrathea sandbox CDR server ready."):
+                 failed_login_delay=1.0, banner="Magrathea sandbox CDR server ready.", log_path=None):
         if tls_required and not (certfile and keyfile):
             raise ValueError("an FTPS server needs certfile and keyfile")
         if tls_max_version is not None and tls_max_version not in TLS_VERSIONS:
@@ -127,6 +184,8 @@ class EmbeddedFtpsServer:
         self.tls_max_version = tls_max_version
         self.failed_login_delay = failed_login_delay
         self.banner = banner
+        self.log_path = log_path
+        self.connections = None
         self._password = password
         self._server = None
         self._thread = None
@@ -161,9 +220,10 @@ class EmbeddedFtpsServer:
             "auth_failed_timeout": self.failed_login_delay,
             "permit_foreign_addresses": False,
             "use_sendfile": False,
+            "connection_log": self.connections,
         }
         if not self.tls_required:
-            return type("SandboxPlainFtpHandler", (FTPHandler,), settings)
+            return type("SandboxPlainFtpHandler", (_CountedConnections, FTPHandler), settings)
         settings.update({
             "certfile": self.certfile,
             "keyfile": self.keyfile,
@@ -171,7 +231,7 @@ class EmbeddedFtpsServer:
             "tls_control_required": True,
             "tls_data_required": True,
         })
-        return type("SandboxFtpsHandler", (TLS_FTPHandler,), settings)
+        return type("SandboxFtpsHandler", (_CountedConnections, TLS_FTPHandler), settings)
 
     def start(self):
         """Bind, start serving on a daemon thread, and return once connections are accepted."""
@@ -181,6 +241,7 @@ class EmbeddedFtpsServer:
         if not logger.handlers:
             # Without a handler pyftpdlib configures logging itself and prints every command; leave that to the application.
             logger.addHandler(logging.NullHandler())
+        self.connections = ConnectionLog(self.log_path)
         self._server = FTPServer((self.host, self.port), self.handler_class(), ioloop=IOLoop())
         # Every sandbox client comes from 127.0.0.1, so the per-address limit counts control connections exactly.
         self._server.max_cons_per_ip = self.max_connections
@@ -204,6 +265,7 @@ class EmbeddedFtpsServer:
         self._thread.join(timeout=10)
         self._thread = None
         self._server = None
+        self.connections.close()
 
     def __enter__(self):
         return self.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ftplib
 import io
+import json
 import os
 import pwd
 import secrets
@@ -17,6 +18,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 import types
 import zipfile
 
@@ -349,6 +351,27 @@ def test_max_connections_answers_421(world):
             for ftp in held:
                 ftp.close()
     assert str(refused.value).startswith("421")
+
+
+def test_connection_log_counts_open_connections_and_421_refusals(world, tmp_path):
+    log_path = tmp_path / "ftps.log"
+    with embedded_server(world, max_connections=2, log_path=str(log_path)) as server:
+        held = [ftps_login(world, server.port, "magrathea", world.password) for _slot in range(2)]
+        with pytest.raises(ftplib.error_temp):
+            ftplib.FTP_TLS(context=verifying_context(world), timeout=10).connect("localhost", server.port)
+        for ftp in held:
+            ftp.quit()
+        again = ftps_login(world, server.port, "magrathea", world.password)
+        again.quit()
+        deadline = time.monotonic() + 10
+        while server.connections.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        peak, still_open = server.connections.peak, server.connections.open
+    events = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    assert [(entry["event"], entry["open"]) for entry in events] == [
+        ("connect", 1), ("connect", 2), ("refused", 2), ("close", 1), ("close", 0), ("connect", 1), ("close", 0)]
+    assert all(entry["peer"] == "127.0.0.1" for entry in events)
+    assert peak == 2 and still_open == 0
 
 
 def test_hostile_names_appear_in_list_and_mlsd(world):
