@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.magrathea.secure.plugins.plugin_utils._controller_settings import ControllerSettingsAction
+from ansible_collections.magrathea.secure.plugins.plugin_utils._controller_action import ControllerSettingsAction
 
 
 class ActionModule(ControllerSettingsAction):

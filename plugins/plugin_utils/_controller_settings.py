@@ -6,10 +6,10 @@
 
 Private to this collection: not for use by other collections.
 
-Owns which option of which client module falls back to which ``MAGRATHEA_*`` variable, the pure decision which of
-them the controller's environment fills in for a task, and the action plugin base class that passes them to the module
-as arguments (secrets stay ``no_log`` options, never a command line or an environment variable of a remote command)
-and copies a controller-side CA file (``MAGRATHEA_CA_FILE``) into the task's temporary directory on the managed host.
+Owns which option of which client module falls back to which ``MAGRATHEA_*`` variable, and the pure decisions which
+of them the controller's environment fills in for a task and whether a controller-side CA file can be sent. The action
+plugin base class that acts on them is ``_controller_action`` (kept apart: importing controller plugins switches
+ansible's module_utils into controller mode, which unit tests of modules must not inherit).
 
 Order, for each option: the task's argument (or ``module_defaults``), then the controller's environment (here), then
 the managed host's environment (the module's own fallback, for example set with the ``environment`` keyword), then
@@ -20,14 +20,7 @@ from __future__ import annotations
 
 import os
 
-from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible.utils.display import Display
-from ansible.utils.vars import merge_hash
-
 CA_FILE_ENV = 'MAGRATHEA_CA_FILE'
-
-display = Display()
 
 
 def service_variables(service, options=('host', 'port', 'username', 'password')):
@@ -80,46 +73,3 @@ def ca_file_problem(path):
     if os.path.getsize(path) == 0:
         return '%s=%s on the controller is empty; it must hold the Magrathea root CA (PEM)' % (CA_FILE_ENV, path)
     return None
-
-
-class ControllerSettingsAction(ActionBase):
-    """Runs the module with the connection options it lacks taken from the controller's MAGRATHEA_* environment."""
-
-    _supports_check_mode = True
-    _supports_async = True
-
-    # The CA file's name in the task's temporary directory on the managed host.
-    REMOTE_CA_NAME = 'magrathea-ca.pem'
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        del tmp  # tmp no longer has any effect
-
-        module = (self._task.resolved_action or self._task.action).rsplit('.', 1)[-1]
-        arguments, ca_file = controller_settings(module, self._task.args, os.environ)
-        if ca_file is not None:
-            problem = ca_file_problem(ca_file)
-            if problem:
-                raise AnsibleActionFail(problem)
-        if arguments or ca_file:
-            display.vvv('magrathea.secure.%s: %s from the controller environment'
-                          % (module, ', '.join(sorted(list(arguments) + (['ca_path'] if ca_file else [])))),
-                          host=self._play_context.remote_addr)
-
-        module_args = dict(self._task.args, **arguments)
-        if ca_file:
-            module_args['ca_path'] = self._send_ca_file(ca_file)
-
-        wrap_async = self._task.async_val and not self._connection.has_native_async
-        result = merge_hash(result, self._execute_module(module_args=module_args, task_vars=task_vars, wrap_async=wrap_async))
-        if not wrap_async:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-        return result
-
-    def _send_ca_file(self, path):
-        """Copy the controller's CA file into the task's temporary directory (0700, removed after the task)."""
-        tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
-        remote = self._connection._shell.join_path(tmpdir, self.REMOTE_CA_NAME)
-        self._transfer_file(path, remote)
-        self._fixup_perms2((tmpdir, remote), execute=False)
-        return remote

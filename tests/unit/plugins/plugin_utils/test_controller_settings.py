@@ -12,8 +12,6 @@ import os
 import pytest
 import yaml
 
-from ansible.utils.plugin_docs import add_fragments
-
 from ansible_collections.magrathea.secure.plugins.doc_fragments import attributes as attributes_fragment
 from ansible_collections.magrathea.secure.plugins.doc_fragments import connection as connection_fragment
 from ansible_collections.magrathea.secure.plugins.plugin_utils._controller_settings import (
@@ -100,23 +98,33 @@ def test_every_action_plugin_belongs_to_a_module_of_the_table():
     assert ACTIONS == sorted(MODULE_VARIABLES)
 
 
-class _FragmentLoader:
-    """Resolves this collection's doc fragments for ansible's own add_fragments()."""
+FRAGMENTS = {'magrathea.secure.connection': connection_fragment.ModuleDocFragment,
+             'magrathea.secure.attributes': attributes_fragment.ModuleDocFragment}
 
-    FRAGMENTS = {'magrathea.secure.connection': connection_fragment, 'magrathea.secure.attributes': attributes_fragment}
 
-    def get(self, name):
-        module = self.FRAGMENTS.get(name)
-        if module is None:
-            return None
-        return type('Fragment', (), dict(vars(module.ModuleDocFragment), ansible_name=name))
+def documentation(module):
+    """A module's documentation with its fragments, merged as ansible-doc does: an option's keys from the module win,
+    then those of earlier fragments; notes are collected.
+
+    (ansible.utils.plugin_docs is not imported: loading controller code would switch module_utils into controller mode
+    for the module tests that run in the same process.)
+    """
+    doc = yaml.safe_load(module.DOCUMENTATION)
+    notes = list(doc.get('notes', []))
+    for slug in doc.pop('extends_documentation_fragment', []):
+        name, variable = (slug, 'DOCUMENTATION') if slug in FRAGMENTS else (slug.rsplit('.', 1)[0], slug.rsplit('.', 1)[1].upper())
+        fragment = yaml.safe_load(getattr(FRAGMENTS[name], variable))
+        for option, settings in (fragment.get('options') or {}).items():
+            doc['options'][option] = dict(settings, **doc['options'].get(option, {}))
+        notes += fragment.get('notes', [])
+    doc['notes'] = notes
+    return doc
 
 
 @pytest.mark.parametrize('module_name', sorted(MODULE_VARIABLES))
 def test_the_documentation_names_each_variable_and_where_it_is_read(module_name, monkeypatch):
     module = importlib.import_module('ansible_collections.magrathea.secure.plugins.modules.%s' % module_name)
-    doc = yaml.safe_load(module.DOCUMENTATION)
-    add_fragments(doc, module.__file__, _FragmentLoader(), is_module=True)
+    doc = documentation(module)
     text = repr(doc)
     assert '<SERVICE>' not in text and 'MAGRATHEA_<' not in text
     for option, variable in fallback_variables(argument_spec(module_name, monkeypatch)).items():
