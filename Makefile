@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jd
 ANSIBLE_TEST_PYTHON := 3.11
 
 .PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks fleet-test lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -93,6 +93,18 @@ integration: venv deps collection test-tree
 test-playbooks: venv deps collection
 	tests/utils/test_playbooks.sh
 
+# The collection over SSH on a fleet of managed hosts (127.77.0.x, each in namespaces of its own; tests/fleet/fleet.py),
+# as a controller and AWX run it. Needs root; installs openssh-server, sudo and mmdebstrap when missing.
+FLEET_DIR := $(CURDIR)/build/fleet
+fleet-test: venv collection
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="openssh-server sudo mmdebstrap"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/fleet/requirements.txt
+	$(PY) tests/fleet/fleet.py up --dir $(FLEET_DIR)
+	@trap '$(PY) tests/fleet/fleet.py down --dir $(FLEET_DIR)' INT TERM; status=0; \
+	$(PY) -m pytest -q -p no:cacheprovider tests/fleet || status=$$?; \
+	$(PY) tests/fleet/fleet.py down --dir $(FLEET_DIR) || status=1; \
+	cat $(FLEET_DIR)/figures.txt 2>/dev/null || true; exit $$status
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -120,6 +132,7 @@ test: venv deps
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
+	$(MAKE) --no-print-directory fleet-test
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py
