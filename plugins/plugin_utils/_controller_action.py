@@ -46,9 +46,9 @@ class ControllerSettingsAction(ActionBase):
             if problem:
                 raise AnsibleActionFail(problem)
         if arguments or ca_file:
-            display.vvv('magrathea.secure.%s: %s from the controller environment'
-                          % (module, ', '.join(sorted(list(arguments) + (['ca_path'] if ca_file else [])))),
-                          host=self._play_context.remote_addr)
+            names = sorted(list(arguments) + (['ca_path'] if ca_file else []))
+            display.vvv('magrathea.secure.%s: %s from the controller environment' % (module, ', '.join(names)),
+                        host=self._play_context.remote_addr)
 
         module_args = dict(self._task.args, **arguments)
         if ca_file:

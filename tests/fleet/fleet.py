@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 # Copyright: contributors to magrathea.secure
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The fleet test bed: managed hosts reached over SSH on loopback addresses, each in namespaces of its own.
 
-    python tests/fleet/fleet.py up --dir build/fleet     build what is missing, start every host, write the inventory
-    python tests/fleet/fleet.py down --dir build/fleet   stop every host; fail if the machine's own stores changed
+    .venv/bin/python tests/fleet/fleet.py up --dir build/fleet     build what is missing, start the hosts, write the inventory
+    .venv/bin/python tests/fleet/fleet.py down --dir build/fleet   stop every host; fail if the machine's own stores changed
 
 Each host is an sshd on its own address 127.77.0.x, pid 1 of its own pid, mount and UTS namespaces, chrooted into a
 copy-on-write overlay of the machine (or of a Debian 13 tree built with mmdebstrap): trust stores, /etc/lftp.conf,

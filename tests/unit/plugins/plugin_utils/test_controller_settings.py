@@ -39,8 +39,8 @@ NTSAPI_ENV = {
     ('ntsapi_command', {'host': 'other.example', 'password': None, 'ca_path': '/srv/ca.pem'}, NTSAPI_ENV,
      {'port': '7777', 'username': 'nts-user'}, None),
     # An empty variable (an AWX credential field left blank) counts as unset.
-    ('cdr_sync', {'dest': '/srv/cdr'}, {'MAGRATHEA_CDR_HOST': '', 'MAGRATHEA_CDR_USERNAME': 'cdr-user', 'MAGRATHEA_CA_FILE': '',
-                                         'MAGRATHEA_CDR_DIR': '/cdr'},
+    ('cdr_sync', {'dest': '/srv/cdr'},
+     {'MAGRATHEA_CDR_HOST': '', 'MAGRATHEA_CDR_USERNAME': 'cdr-user', 'MAGRATHEA_CA_FILE': '', 'MAGRATHEA_CDR_DIR': '/cdr'},
      {'username': 'cdr-user', 'remote_dir': '/cdr'}, None),
     ('balance_info', {}, {'MAGRATHEA_REST_URL': 'https://rest.example/v1/', 'MAGRATHEA_ACCOUNT': 'MAG000001',
                           'MAGRATHEA_REST_HOST': 'ignored.example', 'MAGRATHEA_REST_PASSWORD': 'rest-secret'},
