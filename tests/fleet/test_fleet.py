@@ -160,6 +160,13 @@ class ServerLogs:
     def ftps_refused(self):
         return sum(1 for event in self.ftps_events() if event["event"] == "refused")
 
+    @staticmethod
+    def refusals_since(logs):
+        """Whether the FTPS server refused a connection since ``logs`` started, read now (not frozen)."""
+        with open(logs.paths["ftps"], "rb") as handle:
+            handle.seek(logs.marks["ftps"])
+            return b'"event": "refused"' in handle.read()
+
 
 class Run:
     """One ansible-playbook, ansible or ansible-runner run: output, recap per host, time, and what the servers saw."""
@@ -490,20 +497,32 @@ def test_ansible_runner_with_the_injected_environment(fleet, sandbox, credential
 
 def test_control_the_server_refuses_what_goes_over_the_limit(fleet, sandbox, credential):
     """The counting is not vacuous: while another client of the account holds 3 of its 4 connections, the fleet's syncs
-    (2 hosts x 2 connections at a time) go over the limit; the server answers 421, and the syncs retry and finish."""
+    (2 hosts x 2 connections at a time) go over the limit; the server answers 421, and the syncs retry and finish once
+    the other client lets go."""
     port = int(sandbox["MAGRATHEA_CDR_PORT"])
     held = []
     for _slot in range(CONNECTION_LIMIT - 1):
         conn = socket.create_connection(("127.0.0.1", port), timeout=10)
         assert conn.recv(200).startswith(b"220")
         held.append(conn)
-    release = threading.Timer(6, lambda: [conn.close() for conn in held])
-    release.start()
+    watch = ServerLogs(sandbox)
+
+    def hold_until_refused():
+        # Let go once the server has refused one of the fleet's connections (or after a minute): then the syncs can finish.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not ServerLogs.refusals_since(watch):
+            time.sleep(0.1)
+        time.sleep(1)
+        for conn in held:
+            conn.close()
+
+    holder = threading.Thread(target=hold_until_refused, daemon=True)
+    holder.start()
     try:
         run = playbook("cdr_sync.yml", "-e", "target=healthy", "-e", "cdr_sync_dest=/var/lib/magrathea/cdr-crowded",
                        env=dict(ansible_settings(), **credential), sandbox=sandbox)
     finally:
-        release.cancel()
+        holder.join(timeout=70)
         for conn in held:
             conn.close()
     assert run.rc == 0, run.describe()
