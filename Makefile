@@ -96,7 +96,7 @@ test-playbooks: venv deps collection
 # The collection over SSH on a fleet of managed hosts (127.77.0.x, each in namespaces of its own; tests/fleet/fleet.py),
 # as a controller and AWX run it. Needs root; installs openssh-server, sudo and mmdebstrap when missing.
 FLEET_DIR := $(CURDIR)/build/fleet
-fleet-test: venv collection
+fleet-test: venv deps collection
 	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="openssh-server sudo mmdebstrap"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/fleet/requirements.txt
 	$(PY) tests/fleet/fleet.py up --dir $(FLEET_DIR)
