@@ -41,7 +41,7 @@ MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_
 MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks test-packaged matrix lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks test-packaged matrix fleet-test lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -136,6 +136,18 @@ $(MATRIX_RUNTIME_REQUIREMENTS): requirements.txt
 $(MATRIX_REQUIREMENTS): $(MATRIX_RUNTIME_REQUIREMENTS) requirements-sandbox.txt
 	printf -- '-r %s\n-r %s\n' $(MATRIX_RUNTIME_REQUIREMENTS) $(CURDIR)/requirements-sandbox.txt > $@
 
+# The collection over SSH on a fleet of managed hosts (127.77.0.x, each in namespaces of its own; tests/fleet/fleet.py),
+# as a controller and AWX run it. Needs root; installs openssh-server, sudo and mmdebstrap when missing.
+FLEET_DIR := $(CURDIR)/build/fleet
+fleet-test: venv deps collection
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="openssh-server sudo mmdebstrap"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/fleet/requirements.txt
+	$(PY) tests/fleet/fleet.py up --dir $(FLEET_DIR)
+	@trap '$(PY) tests/fleet/fleet.py down --dir $(FLEET_DIR)' INT TERM; status=0; \
+	$(PY) -m pytest -q -p no:cacheprovider tests/fleet || status=$$?; \
+	$(PY) tests/fleet/fleet.py down --dir $(FLEET_DIR) || status=1; \
+	cat $(FLEET_DIR)/figures.txt 2>/dev/null || true; exit $$status
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -164,6 +176,8 @@ test: venv deps
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
 	$(MAKE) --no-print-directory test-packaged
+	$(MAKE) --no-print-directory fleet-test
+	$(MAKE) --no-print-directory matrix
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -160,7 +161,7 @@ class Sandbox:
         ntsapi_user, ntsapi_password = self.credentials["NTSAPI"]
         cdr_user, cdr_password = self.credentials["CDR"]
         rest_user, rest_password = self.credentials["REST"]
-        return {
+        settings = {
             "MAGRATHEA_CA_FILE": self.paths["ca_file"],
             "MAGRATHEA_NTSAPI_HOST": NAME,
             "MAGRATHEA_NTSAPI_PORT": str(self.ntsapi.port),
@@ -178,10 +179,15 @@ class Sandbox:
             "MAGRATHEA_CDR_SERVER": self.args.ftps,
             "MAGRATHEA_CDR_LOG": os.path.join(self.dir, "ftps.log" if self.args.ftps == "embedded" else "vsftpd/vsftpd.log"),
             "MAGRATHEA_REST_URL": "https://%s:%d/v1/" % (NAME, self.rest.port),
+            "MAGRATHEA_REST_LOG": os.path.join(self.dir, "rest.log"),
             "MAGRATHEA_REST_USERNAME": rest_user,
             "MAGRATHEA_REST_PASSWORD": rest_password,
             "MAGRATHEA_ACCOUNT": ACCOUNT,
         }
+        if self.args.ftps == "embedded":
+            # The embedded server's connection log (JSON lines: connect, close, refused with 421, and how many were open).
+            settings["MAGRATHEA_CDR_LOG"] = os.path.join(self.dir, "ftps.log")
+        return settings
 
 
 def write_private(path, text):
@@ -192,6 +198,11 @@ def write_private(path, text):
 
 def serve(args):
     sandbox = Sandbox(args)
+    # One line per REST request (method, path, status, user; never a password), for counting what a run asked for.
+    rest_log = logging.FileHandler(os.path.join(sandbox.dir, "rest.log"), encoding="utf-8")
+    rest_log.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("sandbox.rest").addHandler(rest_log)
+    logging.getLogger("sandbox.rest").setLevel(logging.INFO)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

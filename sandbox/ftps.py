@@ -3,8 +3,9 @@
 Owns the pure-Python stand-in for cdr.magrathea-telecom.co.uk:21: explicit
 FTPS (AUTH TLS before USER/PASS, PROT P before any data connection), one
 read-only user whose home is the sandbox's FTP root (CDR files in ``cdr/``),
-passive data connections on 127.0.0.1, a log of connections and logins, and
-the fault modes the client tests need: a data connection that drops after N
+passive data connections on 127.0.0.1, a JSON-lines log of connections
+(accepted, with how many were then open; ended; refused with 421) and logins,
+and the fault modes the client tests need: a data connection that drops after N
 bytes, a listing cut short without TLS close_notify yet answered 226, a
 download that streams more than the file holds, listed files that vanish
 before they are fetched (550), a listing padded with many entries or with
@@ -20,6 +21,8 @@ own handler classes; two servers in one process never share settings.
 from __future__ import annotations
 
 import collections
+import datetime
+import json
 import logging
 import threading
 import time
@@ -163,45 +166,70 @@ class _FaultyData:
 
 
 class ServerEvents:
-    """What a server saw: connections accepted, connections refused with 421, logins (one log line each, optionally),
-    and how often each command was received (``commands``, by name)."""
+    """What a server saw: control connections accepted (``open`` now, ``peak`` at most), ended, refused with 421, logins,
+    and how often each command was received (``commands``, by name); with ``log_path``, one JSON line per event.
+
+    pyftpdlib serves every connection from one thread; the lock is for readers in other threads.
+    """
 
     def __init__(self, log_path=None):
         self.log_path = log_path
         self.connections = 0
         self.refused = 0
         self.logins = 0
+        self.open = 0
+        self.peak = 0
         self.commands = collections.Counter()
         self._lock = threading.Lock()
 
-    def record(self, what, detail):
+    def record(self, event, peer, **detail):
         with self._lock:
-            setattr(self, what, getattr(self, what) + 1)
+            if event == "connect":
+                self.connections += 1
+                self.open += 1
+                self.peak = max(self.peak, self.open)
+            elif event == "close":
+                self.open -= 1
+            elif event == "refused":
+                self.refused += 1
+            elif event == "login":
+                self.logins += 1
             if self.log_path:
+                entry = dict({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                              "event": event, "peer": peer, "open": self.open}, **detail)
                 with open(self.log_path, "a", encoding="utf-8") as log:
-                    log.write("%s %s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), what, detail))
+                    log.write(json.dumps(entry) + "\n")
 
 
 class _CountingControl:
-    """Control-channel mixin that tells ``events`` (a ServerEvents) of every connection, refusal and login."""
+    """Control-channel mixin that tells ``events`` (a ServerEvents) of every connection, end, refusal, login and command."""
 
     events = None
+    _counted = False
 
     def on_connect(self):
-        self.events.record("connections", "%s:%s" % (self.remote_ip, self.remote_port))
+        self._counted = True
+        self.events.record("connect", "%s:%s" % (self.remote_ip, self.remote_port))
         super().on_connect()
 
     def handle_max_cons_per_ip(self):
-        self.events.record("refused", "%s:%s 421" % (self.remote_ip, self.remote_port))
+        self.events.record("refused", "%s:%s" % (self.remote_ip, self.remote_port))
         super().handle_max_cons_per_ip()
 
     def on_login(self, username):
-        self.events.record("logins", username)
+        self.events.record("login", "%s:%s" % (self.remote_ip, self.remote_port), user=username)
         super().on_login(username)
 
     def pre_process_command(self, line, cmd, arg):
         self.events.commands[cmd] += 1
         super().pre_process_command(line, cmd, arg)
+
+    def close(self):
+        # Counted when the server lets go of the connection, as its own limit does (not when on_disconnect runs later).
+        if self._counted:
+            self._counted = False
+            self.events.record("close", "%s:%s" % (self.remote_ip, self.remote_port))
+        super().close()
 
 
 class EmbeddedFtpsServer:

@@ -8,28 +8,21 @@ from __future__ import annotations
 class ModuleDocFragment:
     """Connection options shared by every client module (one meaning, one spelling).
 
-    DOCUMENTATION holds the options of every service; NTSAPI and CDR add the host and port with that service's defaults
-    (the REST module takes a URL instead).
+    DOCUMENTATION holds the options of every service and says where the MAGRATHEA_* fallbacks are read; NTSAPI, CDR
+    and REST add the options whose defaults and variables are the service's own (the REST module takes a URL instead of
+    host and port).
     """
 
     DOCUMENTATION = r'''
 options:
-  username:
-    description:
-      - Account user name.
-      - Falls back to E(MAGRATHEA_<SERVICE>_USERNAME).
-    type: str
-  password:
-    description:
-      - Account password. Never logged, never put on a command line.
-      - Falls back to E(MAGRATHEA_<SERVICE>_PASSWORD).
-    type: str
   ca_path:
     description:
       - PEM file (or hashed directory) of the CA certificates to trust, normally the Magrathea root CA.
       - When not set, the operating system's trust store is used, so a root installed
         with M(magrathea.secure.ca_trust) is trusted.
-      - Falls back to E(MAGRATHEA_CA_FILE).
+      - Falls back to E(MAGRATHEA_CA_FILE), on the controller first, then on the managed host. On the controller it
+        must name a PEM file there, which the action plugin copies into the task's temporary directory on the managed
+        host (removed after the task); in the managed host's environment it names a file or directory on that host.
     type: path
   validate_certs:
     description:
@@ -53,6 +46,14 @@ options:
       - The module also bounds each whole exchange, so a server that answers one byte at a time cannot hold the task.
     type: float
     default: 30
+notes:
+  - "Connection settings given once on the controller: an option that the task (or C(module_defaults)) does not set
+    is taken from the controller's C(MAGRATHEA_*) environment variable named in its description, for example set by an
+    AWX or Automation Platform credential (the collection ships one, see C(extensions/awx/)). The module's action plugin
+    passes it as a module argument, so passwords stay C(no_log) and never appear on a command line or in the remote
+    command's environment. Only then does the module read the same variable in the managed host's environment (for
+    example set with the C(environment) keyword), and only then does the option take its default. A variable that is
+    empty on the controller counts as unset there."
 '''
 
     NTSAPI = r'''
@@ -61,15 +62,25 @@ options:
     description:
       - Host name of the NTSAPI endpoint (NTSAPI over TLS).
       - The certificate must be valid for this name unless O(validate_certs=false).
-      - Falls back to the environment variable E(MAGRATHEA_NTSAPI_HOST).
+      - Falls back to E(MAGRATHEA_NTSAPI_HOST) (on the controller, then on the managed host).
     type: str
     default: secure.magrathea-telecom.co.uk
   port:
     description:
       - TCP port of the NTSAPI endpoint (NTSAPI over TLS).
-      - Falls back to E(MAGRATHEA_NTSAPI_PORT).
+      - Falls back to E(MAGRATHEA_NTSAPI_PORT) (on the controller, then on the managed host).
     type: int
     default: 777
+  username:
+    description:
+      - User name of the NTSAPI account.
+      - Falls back to E(MAGRATHEA_NTSAPI_USERNAME) (on the controller, then on the managed host).
+    type: str
+  password:
+    description:
+      - Password of the NTSAPI account. Never logged, never put on a command line.
+      - Falls back to E(MAGRATHEA_NTSAPI_PASSWORD) (on the controller, then on the managed host).
+    type: str
 '''
 
     CDR = r'''
@@ -78,13 +89,37 @@ options:
     description:
       - Host name of the CDR server (explicit FTP over TLS).
       - The certificate must be valid for this name unless O(validate_certs=false).
-      - Falls back to the environment variable E(MAGRATHEA_CDR_HOST).
+      - Falls back to E(MAGRATHEA_CDR_HOST) (on the controller, then on the managed host).
     type: str
     default: cdr.magrathea-telecom.co.uk
   port:
     description:
       - TCP port of the CDR server (explicit FTP over TLS).
-      - Falls back to E(MAGRATHEA_CDR_PORT).
+      - Falls back to E(MAGRATHEA_CDR_PORT) (on the controller, then on the managed host).
     type: int
     default: 21
+  username:
+    description:
+      - User name of the CDR server account.
+      - Falls back to E(MAGRATHEA_CDR_USERNAME) (on the controller, then on the managed host).
+    type: str
+  password:
+    description:
+      - Password of the CDR server account. Never logged, never put on a command line.
+      - Falls back to E(MAGRATHEA_CDR_PASSWORD) (on the controller, then on the managed host).
+    type: str
+'''
+
+    REST = r'''
+options:
+  username:
+    description:
+      - User name for the REST API (HTTP Basic authentication).
+      - Falls back to E(MAGRATHEA_REST_USERNAME) (on the controller, then on the managed host).
+    type: str
+  password:
+    description:
+      - Password for the REST API. Never logged, never put on a command line.
+      - Falls back to E(MAGRATHEA_REST_PASSWORD) (on the controller, then on the managed host).
+    type: str
 '''

@@ -27,6 +27,7 @@ requirements:
   - requests (Python library) on the host that runs the module
 extends_documentation_fragment:
   - magrathea.secure.connection
+  - magrathea.secure.connection.rest
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - magrathea.secure.attributes.info_module

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ftplib
 import io
+import json
 import os
 import pwd
 import secrets
@@ -17,6 +18,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 import types
 import zipfile
 
@@ -351,6 +353,27 @@ def test_max_connections_answers_421(world):
     assert str(refused.value).startswith("421")
 
 
+def test_connection_log_counts_open_connections_and_421_refusals(world, tmp_path):
+    log_path = tmp_path / "ftps.log"
+    with embedded_server(world, max_connections=2, log_path=str(log_path)) as server:
+        held = [ftps_login(world, server.port, "magrathea", world.password) for _slot in range(2)]
+        with pytest.raises(ftplib.error_temp):
+            ftplib.FTP_TLS(context=verifying_context(world), timeout=10).connect("localhost", server.port)
+        for ftp in held:
+            ftp.quit()
+        again = ftps_login(world, server.port, "magrathea", world.password)
+        again.quit()
+        deadline = time.monotonic() + 10
+        while server.events.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        peak, still_open = server.events.peak, server.events.open
+    events = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()]
+    assert [(entry["event"], entry["open"]) for entry in events] == [
+        ("connect", 1), ("connect", 2), ("refused", 2), ("close", 1), ("close", 0), ("connect", 1), ("close", 0)]
+    assert all(entry["peer"] == "127.0.0.1" for entry in events)
+    assert peak == 2 and still_open == 0
+
+
 def test_hostile_names_appear_in_list_and_mlsd(world):
     with embedded_server(world, hostile_names=True) as server:
         ftp = ftps_login(world, server.port, "magrathea", world.password)
@@ -484,9 +507,9 @@ def test_events_count_connections_refusals_and_logins(world, tmp_path):
         events = server.events
         assert (events.connections, events.refused, events.logins) == (1, 1, 1)
         assert events.commands["USER"] == 1 and events.commands["PASS"] == 1 and events.commands["AUTH"] == 1
-    lines = log.read_text().splitlines()
-    assert [line.split()[1] for line in lines] == ["connections", "logins", "refused"]
-    assert lines[1].endswith(" logins magrathea")
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [entry["event"] for entry in entries if entry["event"] != "close"] == ["connect", "login", "refused"]
+    assert entries[1]["user"] == "magrathea" and entries[0]["open"] == 1
 
 
 def test_tls_max_version_caps_at_tls_1_2(world):

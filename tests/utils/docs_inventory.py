@@ -19,6 +19,8 @@ LABELS = {
     'common_return_values': ('reference_appendices/common_return_values.html', 'common-return-values', 'Return Values'),
     'ansible_configuration_settings': ('reference_appendices/config.html', 'ansible-configuration-settings',
                                        'Ansible Configuration Settings'),
+    # antsibull-docs notes "This module has a corresponding action plugin" on modules that have one.
+    'action_plugins': ('plugins/action.html', 'action-plugins', 'Action plugins'),
 }
 OWN_PREFIX = 'ansible_collections.magrathea.secure.'
 PLUGIN_LABEL = re.compile(r'ansible_collections\.([a-z0-9_]+)\.([a-z0-9_]+)\.([a-z0-9_]+)_([a-z]+)\b')
