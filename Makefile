@@ -105,11 +105,12 @@ units: venv ansible-test-offline test-tree
 sandbox-tests: venv deps
 	$(PY) -m pytest -q -p no:cacheprovider tests/sandbox
 
+# Inside a private copy-on-write /etc: targets that create users (the lftp role's) never change this machine's.
 integration: venv deps collection test-tree
 	@$(PY) -m sandbox up --dir $(TEST_SANDBOX) >/dev/null
 	@trap '$(PY) -m sandbox down --dir $(TEST_SANDBOX) >/dev/null' EXIT; \
 	$(PY) tests/utils/integration_config.py $(TEST_SANDBOX)/sandbox.json $(PY) $(TEST_ROOT) > $(TEST_ROOT)/tests/integration/integration_config.yml; \
-	cd $(TEST_ROOT) && $(BIN)/ansible-test integration --local --python $(ANSIBLE_TEST_PYTHON) --color no $(TARGETS)
+	cd $(TEST_ROOT) && $(CURDIR)/tests/utils/private_etc.sh $(BIN)/ansible-test integration --local --python $(ANSIBLE_TEST_PYTHON) --color no $(TARGETS)
 
 # Every playbook against a sandbox, in check mode and for real, inside a private mount namespace over the trust stores.
 test-playbooks: venv deps collection

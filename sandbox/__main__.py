@@ -122,14 +122,12 @@ class Sandbox:
         cdr_user, cdr_password = self.credentials["CDR"]
         if args.ftps == "vsftpd":
             from sandbox.vsftpd import VsftpdServer
-            # vsftpd authenticates a real local user: one per sandbox, so concurrent sandboxes keep their own passwords;
-            # removed again by `down`.
+            # vsftpd authenticates a real local user, made in vsftpd's private /etc: one per sandbox.
             cdr_user = "magsbx-" + secrets.token_hex(4)
             self.credentials["CDR"] = (cdr_user, cdr_password)
             self.ftps = VsftpdServer(host=HOST, certfile=self.paths["cert_file"], keyfile=self.paths["key_file"],
                                      username=cdr_user, password=cdr_password, root=ftp_root,
-                                     workdir=os.path.join(self.dir, "vsftpd"), max_connections=args.ftps_max_connections,
-                                     remove_user=True)
+                                     workdir=os.path.join(self.dir, "vsftpd"), max_connections=args.ftps_max_connections)
         else:
             self.ftps = EmbeddedFtpsServer(host=HOST, certfile=self.paths["cert_file"], keyfile=self.paths["key_file"],
                                            username=cdr_user, password=cdr_password, root=ftp_root,

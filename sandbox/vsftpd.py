@@ -6,7 +6,10 @@ reuse on data connections required (vsftpd's default, which stock Python
 ftplib fails), no MLSD (vsftpd has none), read-only access chrooted to the
 sandbox's FTP root. vsftpd logs in real local users only, so this file also
 owns a throwaway system user (no home of its own, no login shell) and a PAM service that
-checks nothing but that user's password. All of that needs root.
+checks nothing but that user's password. Both live in a private copy of /etc: vsftpd
+runs in a mount namespace of its own with an overlay over /etc, so this machine's
+accounts and /etc never change, and nothing is left behind when vsftpd stops.
+All of that needs root.
 """
 
 from __future__ import annotations
@@ -33,7 +36,20 @@ session  required pam_permit.so
 USER_COMMENT = "Magrathea sandbox FTPS user"
 # vsftpd changes to the home directory before it chroots to local_root, so the home must exist; the chroot hides it.
 USER_HOME = "/"
-USERDEL_USER_BUSY = 8
+# Run by `unshare --mount` as vsftpd's own process: /etc becomes an overlay whose changes live in a tmpfs of this mount
+# namespace only; the user and PAM service are made there, the password read from standard input; then vsftpd.
+LAUNCHER = r"""
+set -eu
+state=$1 user=$2 service=$3
+shift 3
+mount -t tmpfs -o mode=0700 magrathea-sandbox-etc "$state"
+mkdir "$state/upper" "$state/work"
+mount -t overlay magrathea-sandbox-etc -o "lowerdir=/etc,upperdir=$state/upper,workdir=$state/work" /etc
+useradd --system --no-create-home --home-dir "$USER_HOME" --shell /usr/sbin/nologin --comment "$USER_COMMENT" "$user"
+chpasswd
+printf '%s' "$PAM_CONFIG" > "/etc/pam.d/$service"
+exec "$@" </dev/null
+"""
 PASSIVE_PORT_COUNT = 16
 PORT_POOL = (20000, 32000)
 _TCP_LISTEN = "0A"
@@ -139,79 +155,11 @@ def _blocking_directory(path):
     return None
 
 
-def _sandbox_user(username):
-    """The passwd entry of ``username`` if it is a sandbox user, None if there is no such user."""
-    try:
-        existing = pwd.getpwnam(username)
-    except KeyError:
-        return None
-    if existing.pw_gecos != USER_COMMENT:
-        raise VsftpdError("local user %r exists and is not the sandbox's (comment %r); choose another FTP username" % (username, existing.pw_gecos))
-    return existing
-
-
-def _run(command, **kwargs):
-    subprocess.run(command, check=True, capture_output=True, **kwargs)
-
-
-def ensure_system_user(username, password):
-    """Make ``username`` a sandbox user (no login shell) whose password is ``password``; returns True if it was created.
-
-    The password travels on chpasswd's stdin. A user that exists but was not
-    created here is refused: setting its password would take over an account.
-    One password per user: two vsftpd servers that share a user name share a password.
-    """
-    if "\n" in password or "\r" in password:
-        raise VsftpdError("the password for the vsftpd user %r must not contain a line break" % username)
-    existing = _sandbox_user(username)
-    if existing is None:
-        _run(["useradd", "--system", "--no-create-home", "--home-dir", USER_HOME, "--shell", "/usr/sbin/nologin",
-              "--comment", USER_COMMENT, username], stdin=subprocess.DEVNULL)
-    elif existing.pw_dir != USER_HOME:
-        _run(["usermod", "--home", USER_HOME, username], stdin=subprocess.DEVNULL)
-    _run(["chpasswd"], input="%s:%s\n" % (username, password), text=True)
-    return existing is None
-
-
-def remove_system_user(username, timeout=5.0):
-    """Delete the sandbox user ``username`` (and its group); a missing user is fine, someone else's is refused.
-
-    Retries while userdel finds the user busy: killed sessions stay in the process table until init reaps them.
-    """
-    if _sandbox_user(username) is None:
-        return
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _run(["userdel", username], stdin=subprocess.DEVNULL)
-            return
-        except subprocess.CalledProcessError as error:
-            if error.returncode != USERDEL_USER_BUSY or time.monotonic() > deadline:
-                raise VsftpdError("userdel %s failed: %s" % (username, error.stderr.decode(errors="replace").strip())) from error
-        time.sleep(0.1)
-
-
-def ensure_pam_service(name=PAM_SERVICE):
-    """Write /etc/pam.d/``name`` unless it already holds PAM_CONFIG."""
-    path = os.path.join("/etc/pam.d", name)
-    try:
-        with open(path, encoding="ascii") as current:
-            if current.read() == PAM_CONFIG:
-                return
-    except FileNotFoundError:
-        pass
-    temporary = "%s.%d.tmp" % (path, os.getpid())
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(PAM_CONFIG)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-
-
 class VsftpdServer:
     """Debian's vsftpd serving ``root`` read-only over explicit FTPS; ``start()`` sets ``port``, ``stop()`` kills it."""
 
     def __init__(self, host="127.0.0.1", port=0, *, certfile, keyfile, username, password, root, workdir, max_connections=0,
-                 binary=VSFTPD, pam_service=PAM_SERVICE, start_timeout=10.0, remove_user=False):
+                 binary=VSFTPD, pam_service=PAM_SERVICE, start_timeout=10.0):
         self.host = host
         self.port = port
         self.certfile = os.path.abspath(certfile)
@@ -223,22 +171,29 @@ class VsftpdServer:
         self.binary = binary
         self.pam_service = pam_service
         self.start_timeout = start_timeout
-        self.remove_user = remove_user
         self.passive_ports = None
         self.config_file = os.path.join(self.workdir, "vsftpd.conf")
         self.output_file = os.path.join(self.workdir, "vsftpd.out")
         self.xferlog_file = os.path.join(self.workdir, "xferlog")
         self._password = password
         self._process = None
-        self._created_user = False
 
     def __repr__(self):
         return "VsftpdServer(%s:%s, root=%r)" % (self.host, self.port, self.root)
 
     def _preflight(self):
         if os.geteuid() != 0:
-            raise VsftpdError("vsftpd needs root: it creates the local user %r and switches to it after login; "
-                              "run the sandbox as root or use the embedded FTPS server" % self.username)
+            raise VsftpdError("vsftpd needs root: it runs in a mount namespace of its own with a local user %r, and switches "
+                              "to it after login; run the sandbox as root or use the embedded FTPS server" % self.username)
+        try:
+            pwd.getpwnam(self.username)
+        except KeyError:
+            pass
+        else:
+            raise VsftpdError("local user %r exists on this machine; choose another FTP username (vsftpd's user is made "
+                              "in its private /etc, never taken over)" % self.username)
+        if "\n" in self._password or "\r" in self._password or ":" in self.username:
+            raise VsftpdError("the vsftpd user %r or its password holds a ':' or a line break, which chpasswd cannot take" % self.username)
         for path in (self.certfile, self.keyfile):
             if not os.path.isfile(path):
                 raise VsftpdError("vsftpd's TLS certificate or key %s does not exist; write the sandbox PKI first" % path)
@@ -299,9 +254,9 @@ class VsftpdServer:
         if self._process is not None:
             raise RuntimeError("%r is already running" % self)
         self._preflight()
-        self._created_user = ensure_system_user(self.username, self._password)
-        ensure_pam_service(self.pam_service)
         os.makedirs(os.path.join(self.workdir, "empty"), mode=0o755, exist_ok=True)
+        state = os.path.join(self.workdir, "etc-overlay")
+        os.makedirs(state, mode=0o700, exist_ok=True)
         if not self.port:
             self.port = free_port_range(self.host, 1)[0]
         self.passive_ports = free_port_range(self.host, PASSIVE_PORT_COUNT, avoid=(self.port,))
@@ -309,12 +264,18 @@ class VsftpdServer:
         descriptor = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="ascii") as handle:
             handle.write(self.config())
+        environment = dict(os.environ, USER_HOME=USER_HOME, USER_COMMENT=USER_COMMENT, PAM_CONFIG=PAM_CONFIG)
         with open(self.output_file, "wb") as output:
-            # Its own session: a signal meant for the sandbox (Ctrl-C) reaches vsftpd only through stop().
+            # Its own session: a signal meant for the sandbox (Ctrl-C) reaches vsftpd only through stop(). No fork: the
+            # launcher's process becomes vsftpd, and the namespace with its private /etc ends with it.
             self._process = subprocess.Popen(  # pylint: disable=consider-using-with  # runs until stop()
-                [self.binary, self.config_file], stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                ["unshare", "--mount", "--propagation", "private", "sh", "-c", LAUNCHER, "vsftpd-launcher", state,
+                 self.username, self.pam_service, self.binary, self.config_file],
+                stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT, env=environment, start_new_session=True,
             )
+        # The password reaches chpasswd on standard input, never a command line.
+        self._process.stdin.write(("%s:%s\n" % (self.username, self._password)).encode())
+        self._process.stdin.close()
         self._wait_until_listening()
         return self
 
@@ -332,7 +293,7 @@ class VsftpdServer:
             time.sleep(0.02)
 
     def stop(self):
-        """Kill vsftpd and the session processes it forked; remove the user if asked to and created here."""
+        """Kill vsftpd and the session processes it forked; its private /etc, user included, goes with them."""
         if self._process is not None:
             tree = _process_tree(self._process.pid)
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -341,9 +302,6 @@ class VsftpdServer:
                     break
             self._process.wait()
             self._process = None
-        if self.remove_user and self._created_user:
-            remove_system_user(self.username)
-            self._created_user = False
 
     def __enter__(self):
         return self.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import ftplib
+import hashlib
 import io
 import json
 import os
@@ -62,7 +63,6 @@ def world():
     files = generate_cdr_files(os.path.join(root, "cdr"), count=4)
     yield types.SimpleNamespace(base=base, pki=pki, root=root, files=files, password=secrets.token_urlsafe(12))
     shutil.rmtree(base)
-    vsftpd_module.remove_system_user(VSFTPD_USER)
 
 
 def embedded_server(world, **faults):
@@ -268,24 +268,38 @@ def test_vsftpd_has_no_mlsd_but_the_embedded_server_has(vsftpd, embedded, world)
     assert facts[name]["size"] == str(os.path.getsize(world.files[0]))
 
 
-def test_vsftpd_max_connections_answers_421_and_removes_its_own_user(world):
+def host_accounts():
+    """What this machine's accounts and PAM services are: none of it may change while a vsftpd sandbox runs."""
+    digest = hashlib.sha256()
+    for path in ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"):
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    digest.update("\n".join(sorted(os.listdir("/etc/pam.d"))).encode())
+    return digest.hexdigest()
+
+
+def test_vsftpd_max_connections_answers_421_and_its_user_never_touches_this_machine(world):
     username = "magsbx-" + secrets.token_hex(4)
     server = VsftpdServer(
         certfile=world.pki["cert_file"], keyfile=world.pki["key_file"], username=username, password=world.password,
-        root=world.root, workdir=os.path.join(world.base, "vsftpd-limited"), max_connections=1, remove_user=True,
+        root=world.root, workdir=os.path.join(world.base, "vsftpd-limited"), max_connections=1,
     )
+    before = host_accounts()
     with server:
         held = ftps_login(world, server.port, username, world.password)
         with pytest.raises(ftplib.error_temp) as refused:
             ftplib.FTP_TLS(context=verifying_context(world), timeout=10).connect("localhost", server.port)
+        # The user vsftpd logs in and its PAM service live in vsftpd's private /etc only.
+        with pytest.raises(KeyError):
+            pwd.getpwnam(username)
+        assert host_accounts() == before
     assert str(refused.value).startswith("421")
     try:
         with pytest.raises((EOFError, OSError)):
             held.voidcmd("NOOP")  # stop() ended the session processes too
     finally:
         held.close()
-    with pytest.raises(KeyError):
-        pwd.getpwnam(username)
+    assert host_accounts() == before
 
 
 def test_vsftpd_refuses_a_root_its_user_cannot_reach(world, tmp_path):
@@ -300,12 +314,13 @@ def test_vsftpd_refuses_a_root_its_user_cannot_reach(world, tmp_path):
         server.start()
 
 
-def test_vsftpd_never_takes_over_an_existing_account(monkeypatch):
-    calls = []
-    monkeypatch.setattr(vsftpd_module.subprocess, "run", lambda command, **kwargs: calls.append(command))
-    with pytest.raises(VsftpdError, match="not the sandbox's"):
-        vsftpd_module.ensure_system_user("root", "would-be-password")
-    assert not calls
+def test_vsftpd_never_takes_over_an_existing_account(world, tmp_path):
+    server = VsftpdServer(
+        certfile=world.pki["cert_file"], keyfile=world.pki["key_file"], username="root", password="would-be-password",
+        root=world.root, workdir=str(tmp_path / "work"),
+    )
+    with pytest.raises(VsftpdError, match="local user 'root' exists on this machine"):
+        server.start()
 
 
 # --- the embedded server's fault modes -------------------------------------------------------------------------------
