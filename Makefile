@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := vsftpd lftp curl openssl libnss3-tools chromium openjdk-17-jd
 ANSIBLE_TEST_PYTHON := 3.11
 
 .PHONY: help venv collection deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks test-trust-clients lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -93,6 +93,11 @@ integration: venv deps collection test-tree
 test-playbooks: venv deps collection
 	tests/utils/test_playbooks.sh
 
+# Real clients (curl, openssl, Python, every JDK, headless Chromium) refuse, accept, then refuse the sandbox again as the
+# trust role installs and removes its root, inside a private mount namespace over the host's stores.
+test-trust-clients: venv deps collection
+	tests/utils/test_trust_clients.sh
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -120,6 +125,7 @@ test: venv deps
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
+	$(MAKE) --no-print-directory test-trust-clients
 
 bench-ntsapi: venv deps collection
 	$(PY) tests/bench/bench_ntsapi.py
