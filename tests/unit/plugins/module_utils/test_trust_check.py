@@ -256,8 +256,8 @@ def test_https_endpoints_go_through_the_environments_proxy(authority, servers, m
         endpoints, results = _trust_check.check([https, tls], stores(authority)[:1], timeout=5)
         assert [row['trusted'] for row in results] == [True, True]
         assert endpoints[0]['http_status'] == 204
-        assert len(proxy.requests) == 2 and all(request.startswith('CONNECT localhost:%d ' % servers['https'].port)
-                                                 for request in proxy.requests)  # the pin probe and the verified handshake
+        tunnel = 'CONNECT localhost:%d ' % servers['https'].port
+        assert len(proxy.requests) == 2 and all(request.startswith(tunnel) for request in proxy.requests)  # pin probe, verified handshake
         monkeypatch.setenv('no_proxy', 'localhost')
         _trust_check.check([_trust_check.Target.from_option({'url': 'https://localhost:%d/' % servers['https'].port})], stores(authority)[:1],
                            timeout=5)
