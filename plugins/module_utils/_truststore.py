@@ -278,7 +278,12 @@ def converge(stores, anchors, names, state, replace=False):
 
 def _managed(store, anchors, state):
     """The result of a store another module manages: what it holds, and who changes it."""
-    holding = [anchor for anchor in anchors if store.state(anchor) == 'present'] if state == 'absent' else []
+    try:
+        holding = [anchor for anchor in anchors if store.state(anchor) == 'present'] if state == 'absent' else []
+    except STORE_ERRORS as exc:
+        return dict(status='managed', managed_by=store.managed_by, trusted=False,
+                    msg='%s is regenerated from the operating system store, and %s removes the certificate there; it could not be '
+                        'read to tell whether it still trusts it: %s' % (store.describe(), store.managed_by, store_error(exc)))
     if holding:
         message = ('%s still trusts %s: it is regenerated from the operating system store, and %s with state=absent removes '
                    'the certificate there and from this store' % (store.describe(), ', '.join(anchor.describe() for anchor in holding),

@@ -271,7 +271,8 @@ class JavaKeystore(TrustStore):
         self.store_type = keystore_type(data)
         if self.store_type == 'JKS':
             try:
-                return read_jks(data, self.password)
+                # A managed store is only read, to report on it: its integrity needs no password of this task.
+                return read_jks(data, None if self.managed_by else self.password)
             except PermissionError:
                 raise self._wrong_password() from None
             except ValueError as exc:

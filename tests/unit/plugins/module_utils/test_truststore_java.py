@@ -322,3 +322,20 @@ def test_os_store_password_comes_from_ca_certificates_java_settings(tmp_path):
     assert _truststore_java.os_store_password(str(settings)) == 'changeit'
     settings.write_text('storepass="s3cret-store"\ncacerts_updates=yes\n')
     assert _truststore_java.os_store_password(str(settings)) == 's3cret-store'
+
+
+def test_managed_store_is_read_without_the_tasks_password(stores, ca, tmp_path):
+    """A task's keystore_password is for its own keystores: the managed store it only reports on must not fail with it."""
+    store = _truststore_java.JavaKeystore(copy(stores, 'JKS', tmp_path), 'the-apps-password', keytool='/nonexistent/keytool')
+    store.managed_by = 'magrathea.secure.ca_trust'
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'absent')
+    assert results[0]['status'] == 'managed' and results[0]['trusted'] is True
+
+
+def test_unreadable_managed_store_is_still_reported_as_managed(tmp_path, ca):
+    path = tmp_path / 'cacerts'
+    path.write_bytes(b'\xfe\xed\xfe\xed' + b'\x00' * 8)  # a JKS cut short
+    store = _truststore_java.JavaKeystore(str(path), PASSWORD)
+    store.managed_by = 'magrathea.secure.ca_trust'
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'absent')
+    assert results[0]['status'] == 'managed' and results[0]['trusted'] is False and 'could not be read' in results[0]['msg']
