@@ -41,7 +41,8 @@ MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_
 MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks test-packaged matrix fleet-test lint docs docs-lint changelog ee bench-ntsapi bench-cdr bench-trust clean
+	test-tree test-playbooks test-trust-clients test-packaged matrix fleet-test lint docs docs-lint changelog ee bench-ntsapi bench-cdr \
+	bench-trust clean
 
 help:
 	@echo "make demo      run the demo playbook against a local Magrathea sandbox"
@@ -149,6 +150,11 @@ fleet-test: venv deps collection
 	$(PY) tests/fleet/fleet.py down --dir $(FLEET_DIR) || status=1; \
 	cat $(FLEET_DIR)/figures.txt 2>/dev/null || true; exit $$status
 
+# Real clients (curl, openssl, Python, every JDK, headless Chromium) refuse, accept, then refuse the sandbox again as the
+# trust role installs and removes its root, inside a private mount namespace over the host's stores.
+test-trust-clients: venv deps collection
+	tests/utils/test_trust_clients.sh
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -176,6 +182,7 @@ test: venv deps
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks
+	$(MAKE) --no-print-directory test-trust-clients
 	$(MAKE) --no-print-directory test-packaged
 	$(MAKE) --no-print-directory fleet-test
 	$(MAKE) --no-print-directory matrix

@@ -9,11 +9,14 @@ Private to this collection: not for use by other collections.
 Owns what every trust module does before it touches a store: reading the
 certificate from ``src`` (a path on the managed host) or ``content`` (PEM
 text), accepting PEM or DER and one certificate or a bundle, and refusing a
-certificate that is not a CA, is outside its validity period or does not
-match the pinned ``fingerprint``. A certificate's identity is the SHA-256 of
-its DER bytes, everywhere. The small DER reader below extracts only what
-these checks need, so the modules need no third-party library on the
-managed host.
+certificate that is not a CA, is not a self-signed root (unless allowed),
+is outside its validity period or does not match the pinned
+``fingerprint``; and the names of store entries (anchor file names, Java
+aliases, NSS nicknames), checked before anything is written. A
+certificate's identity is the SHA-256 of its DER bytes, everywhere.
+Messages describe a refused input (a subject, a fingerprint, "a private
+key") and never repeat it. The fields are read with _der, so the modules
+need no third-party library on the managed host.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import binascii
 import datetime
 import hashlib
 import re
+import unicodedata
 
+from ansible_collections.magrathea.secure.plugins.module_utils._der import DerError, check_structure, children, element, oid
+from ansible_collections.magrathea.secure.plugins.module_utils._text import shown_value
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import format_fingerprint, normalize_fingerprint
 
 EXPIRY_WARNING_DAYS = 30
@@ -47,64 +53,6 @@ class CertificateError(Exception):
     """The certificate input is unusable or must not be trusted; the message says which and what to do."""
 
 
-class _DerError(ValueError):
-    pass
-
-
-def _tlv(data, pos, end):
-    """(tag, start, stop) of the DER element at ``pos``; its content is data[start:stop]."""
-    if pos + 2 > end:
-        raise _DerError('truncated element at byte %d' % pos)
-    tag = data[pos]
-    if tag & 0x1f == 0x1f:
-        raise _DerError('unexpected multi-byte tag at byte %d' % pos)
-    length = data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7f
-        if count == 0 or count > 4 or pos + count > end:
-            raise _DerError('bad length at byte %d' % pos)
-        length = int.from_bytes(data[pos:pos + count], 'big')
-        pos += count
-    if pos + length > end:
-        raise _DerError('element at byte %d runs past its container' % pos)
-    return tag, pos, pos + length
-
-
-def _children(data, start, stop):
-    """Every element inside data[start:stop], which they must fill exactly."""
-    items = []
-    pos = start
-    while pos < stop:
-        tag, begin, end = _tlv(data, pos, stop)
-        items.append((tag, begin, end))
-        pos = end
-    return items
-
-
-def _check_structure(data, start, stop, depth=0):
-    """Walk every constructed element so that a corrupt certificate is refused, not half read."""
-    if depth > 32:
-        raise _DerError('nesting too deep')
-    for tag, begin, end in _children(data, start, stop):
-        if tag & 0x20:
-            _check_structure(data, begin, end, depth + 1)
-
-
-def _oid(raw):
-    if not raw:
-        raise _DerError('empty object identifier')
-    first = raw[0]
-    parts = [min(first // 40, 2), first - 40 * min(first // 40, 2)]
-    value = 0
-    for byte in raw[1:]:
-        value = (value << 7) | (byte & 0x7f)
-        if not byte & 0x80:
-            parts.append(value)
-            value = 0
-    return '.'.join(str(part) for part in parts)
-
-
 def _escape_dn_value(value):
     # RFC 4514 section 2.4, the way cryptography's rfc4514_string() writes it.
     if not value:
@@ -123,17 +71,17 @@ def _name(data, start, stop):
     """(RFC 4514 string, common name) of a DER Name."""
     rdns = []
     common_name = None
-    for tag, begin, end in _children(data, start, stop):
+    for tag, begin, end in children(data, start, stop):
         if tag != 0x31:
-            raise _DerError('name component is not a SET')
+            raise DerError('name component is not a SET')
         attributes = []
-        for attr_tag, attr_begin, attr_end in _children(data, begin, end):
+        for attr_tag, attr_begin, attr_end in children(data, begin, end):
             if attr_tag != 0x30:
-                raise _DerError('name attribute is not a SEQUENCE')
-            parts = _children(data, attr_begin, attr_end)
+                raise DerError('name attribute is not a SEQUENCE')
+            parts = children(data, attr_begin, attr_end)
             if len(parts) != 2 or parts[0][0] != 0x06:
-                raise _DerError('malformed name attribute')
-            oid = _oid(data[parts[0][1]:parts[0][2]])
+                raise DerError('malformed name attribute')
+            identifier = oid(data[parts[0][1]:parts[0][2]])
             value_tag, value_begin, value_end = parts[1]
             raw = data[value_begin:value_end]
             encoding = _STRING_DECODERS.get(value_tag)
@@ -141,69 +89,71 @@ def _name(data, start, stop):
                 value = raw.decode(encoding) if encoding else '#' + binascii.hexlify(raw).decode('ascii')
             except UnicodeDecodeError:
                 value = raw.decode('latin-1')
-            if oid == _COMMON_NAME and common_name is None:
+            if identifier == _COMMON_NAME and common_name is None:
                 common_name = value
             text = value if not encoding else _escape_dn_value(value)
-            attributes.append('%s=%s' % (_ATTRIBUTE_NAMES.get(oid, oid), text))
+            attributes.append('%s=%s' % (_ATTRIBUTE_NAMES.get(identifier, identifier), text))
         rdns.append('+'.join(attributes))
     return ','.join(reversed(rdns)), common_name
 
 
 def _time(tag, raw):
-    text = raw.decode('ascii')
-    if tag == 0x17:  # UTCTime: YYMMDDHHMMSSZ, years 1950-2049
-        parsed = datetime.datetime.strptime(text, '%y%m%d%H%M%SZ')
-        if parsed.year >= 2050:
-            parsed = parsed.replace(year=parsed.year - 100)
-    elif tag == 0x18:  # GeneralizedTime: YYYYMMDDHHMMSSZ
-        parsed = datetime.datetime.strptime(text, '%Y%m%d%H%M%SZ')
-    else:
-        raise _DerError('validity time has unexpected tag 0x%02x' % tag)
+    formats = {0x17: '%y%m%d%H%M%SZ', 0x18: '%Y%m%d%H%M%SZ'}  # UTCTime (years 1950-2049), GeneralizedTime
+    if tag not in formats:
+        raise DerError('validity time has unexpected tag 0x%02x' % tag)
+    try:
+        parsed = datetime.datetime.strptime(raw.decode('ascii'), formats[tag])
+    except (UnicodeDecodeError, ValueError):
+        raise DerError('a validity time is not in the form YYMMDDHHMMSSZ') from None  # never repeat the input
+    if tag == 0x17 and parsed.year >= 2050:
+        parsed = parsed.replace(year=parsed.year - 100)
     return parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 def _basic_constraints_ca(data, start, stop):
-    fields = _children(data, start, stop)
+    fields = children(data, start, stop)
     if len(fields) != 1 or fields[0][0] != 0x30:
-        raise _DerError('malformed basicConstraints')
-    inner = _children(data, fields[0][1], fields[0][2])
+        raise DerError('malformed basicConstraints')
+    inner = children(data, fields[0][1], fields[0][2])
     return bool(inner) and inner[0][0] == 0x01 and data[inner[0][1]:inner[0][2]] != b'\x00'
 
 
 def _parse(der):
     """The fields the trust checks need from a DER certificate."""
-    tag, start, stop = _tlv(der, 0, len(der))
+    tag, start, stop = element(der, 0, len(der))
     if tag != 0x30 or stop != len(der):
-        raise _DerError('not a single DER SEQUENCE')
-    _check_structure(der, start, stop)
-    parts = _children(der, start, stop)
+        raise DerError('not a single DER SEQUENCE')
+    check_structure(der, start, stop)
+    parts = children(der, start, stop)
     if len(parts) != 3 or parts[0][0] != 0x30 or parts[2][0] != 0x03:
-        raise _DerError('not an X.509 certificate')
-    fields = _children(der, parts[0][1], parts[0][2])
+        raise DerError('not an X.509 certificate')
+    fields = children(der, parts[0][1], parts[0][2])
     if fields and fields[0][0] == 0xa0:
         fields = fields[1:]
     if len(fields) < 6 or fields[0][0] != 0x02 or any(field[0] != 0x30 for field in fields[1:6]):
-        raise _DerError('malformed tbsCertificate')
+        raise DerError('malformed tbsCertificate')
     issuer, dummy = _name(der, fields[2][1], fields[2][2])
-    validity = _children(der, fields[3][1], fields[3][2])
+    # Self-issued, the way path building decides it: the issuer and subject names are the same bytes.
+    self_signed = der[fields[2][1]:fields[2][2]] == der[fields[4][1]:fields[4][2]]
+    validity = children(der, fields[3][1], fields[3][2])
     if len(validity) != 2:
-        raise _DerError('malformed validity')
+        raise DerError('malformed validity')
     subject, common_name = _name(der, fields[4][1], fields[4][2])
     is_ca = False
     for field_tag, begin, end in fields[6:]:
         if field_tag != 0xa3:
             continue
-        outer = _children(der, begin, end)
+        outer = children(der, begin, end)
         if len(outer) != 1 or outer[0][0] != 0x30:
-            raise _DerError('malformed extensions')
-        for ext_tag, ext_begin, ext_end in _children(der, outer[0][1], outer[0][2]):
-            ext = _children(der, ext_begin, ext_end)
+            raise DerError('malformed extensions')
+        for ext_tag, ext_begin, ext_end in children(der, outer[0][1], outer[0][2]):
+            ext = children(der, ext_begin, ext_end)
             if ext_tag != 0x30 or len(ext) < 2 or ext[0][0] != 0x06 or ext[-1][0] != 0x04:
-                raise _DerError('malformed extension')
-            if _oid(der[ext[0][1]:ext[0][2]]) == _BASIC_CONSTRAINTS:
+                raise DerError('malformed extension')
+            if oid(der[ext[0][1]:ext[0][2]]) == _BASIC_CONSTRAINTS:
                 is_ca = _basic_constraints_ca(der, ext[-1][1], ext[-1][2])
     return dict(
-        subject=subject, issuer=issuer, common_name=common_name, is_ca=is_ca,
+        subject=subject, issuer=issuer, common_name=common_name, is_ca=is_ca, self_signed=self_signed,
         not_before=_time(validity[0][0], der[validity[0][1]:validity[0][2]]),
         not_after=_time(validity[1][0], der[validity[1][1]:validity[1][2]]),
     )
@@ -215,7 +165,7 @@ class TrustAnchor:
     def __init__(self, der, source='content'):
         try:
             fields = _parse(der)
-        except (_DerError, ValueError, UnicodeDecodeError) as exc:
+        except (DerError, ValueError, UnicodeDecodeError) as exc:
             raise CertificateError('%s is not a valid X.509 certificate (%s); give the PEM or DER file of the CA certificate'
                                    % (source, exc)) from None
         self.der = bytes(der)
@@ -224,6 +174,7 @@ class TrustAnchor:
         self.issuer = fields['issuer']
         self.common_name = fields['common_name']
         self.is_ca = fields['is_ca']
+        self.self_signed = fields['self_signed']
         self.not_before = fields['not_before']
         self.not_after = fields['not_after']
         self.sha256 = hashlib.sha256(self.der).hexdigest()
@@ -361,13 +312,15 @@ def _check_pin(anchors, fingerprint):
                                    % (anchor.describe(), anchor.source, algorithm.upper(), format_fingerprint(expected), format_fingerprint(got)))
 
 
-def validate_anchors(anchors, fingerprint=None, now=None):
+def validate_anchors(anchors, fingerprint=None, now=None, allow_intermediate=False):
     """Refuse certificates that must not be trusted; return warnings for the ones to watch.
 
     Refused: any input that does not match ``fingerprint`` (SHA-1 or SHA-256; with
     a fingerprint every certificate of the input must be that one, so nothing
     unpinned is trusted along with it), a certificate that is not a CA
-    (basicConstraints CA:TRUE), that has expired or that is not yet valid.
+    (basicConstraints CA:TRUE), a CA that is not a self-signed root unless
+    ``allow_intermediate`` (then it is a warning), one that has expired or that
+    is not yet valid.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if fingerprint:
@@ -377,6 +330,15 @@ def validate_anchors(anchors, fingerprint=None, now=None):
         if not anchor.is_ca:
             raise CertificateError('certificate %s from %s is not a CA (basicConstraints CA:TRUE is missing): it looks like a server certificate. '
                                    'Nothing was changed; give the root CA that issued it (issuer: %s)' % (anchor.describe(), anchor.source, anchor.issuer))
+        if not anchor.self_signed:
+            if not allow_intermediate:
+                raise CertificateError('certificate %s from %s is a CA but is not self-signed (issuer: %s): an intermediate CA as a trust '
+                                       'anchor makes clients disagree (curl, Java and browsers accept its servers, OpenSSL and Python '
+                                       'refuse them). Nothing was changed; give the self-signed root CA, or set allow_intermediate=true '
+                                       'to trust this CA anyway' % (anchor.describe(), anchor.source, anchor.issuer))
+            warnings.append('certificate %s is not a self-signed root (issuer: %s); trusted because allow_intermediate=true, but clients '
+                            'that need a self-signed root at the end of the chain (openssl s_client, Python) still refuse its servers; '
+                            'trust its root CA instead' % (anchor.describe(), anchor.issuer))
         if anchor.not_after <= now:
             raise CertificateError('certificate %s from %s expired on %s; nothing was changed. Get the current root CA certificate'
                                    % (anchor.describe(), anchor.source, anchor.not_after.strftime('%Y-%m-%d %H:%M UTC')))
@@ -389,9 +351,61 @@ def validate_anchors(anchors, fingerprint=None, now=None):
     return warnings
 
 
+# The names a store entry may have: an anchor file name that every family's refresh tool reads (update-ca-certificates
+# rewrites some characters and chokes on a line break), a keytool alias and an NSS nickname that no tool takes for an
+# option ('-'), and a nickname without ':' (NSS reads "token:nickname").
+MAX_NAME_LENGTH = 200
+_FILE_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._+-]*')
+NAME_KINDS = {
+    'file': 'an anchor file name',
+    'alias': 'a Java keystore alias',
+    'nickname': 'an NSS nickname',
+}
+
+
+def _control(char):
+    return unicodedata.category(char) in ('Cc', 'Zl', 'Zp')
+
+
+def entry_name_problem(kind, name):
+    """Why ``name`` cannot be a store entry of ``kind`` (file, alias, nickname), or None."""
+    if not isinstance(name, str) or not name:
+        return 'is empty'
+    if any(_control(char) for char in name):
+        return 'holds a control character or line break'
+    if len(name) > MAX_NAME_LENGTH:
+        return 'is %d characters long; at most %d are allowed' % (len(name), MAX_NAME_LENGTH)
+    if kind == 'file':
+        if not _FILE_NAME.fullmatch(name):
+            return 'may hold only letters, digits, dots, dashes, underscores and plus signs, starting with a letter or digit'
+        return None
+    if name.startswith('-'):
+        return "starts with '-', which keytool and certutil would read as an option"
+    if name != name.strip():
+        return 'starts or ends with white space'
+    if kind == 'nickname' and ':' in name:
+        return "holds ':', which NSS reads as a token name before the nickname"
+    return None
+
+
+def check_entry_names(kind, names, option):
+    """Raise CertificateError naming ``option`` for the first name of ``names`` that ``kind`` does not take."""
+    for name in names:
+        problem = entry_name_problem(kind, name)
+        if problem:
+            shown = shown_value(name) if isinstance(name, str) else repr(name)
+            raise CertificateError('%s %s %s (it is %s); nothing was changed' % (option, shown, problem, NAME_KINDS[kind]))
+
+
 def slug(text):
     """A file-name and alias friendly form of ``text``: lower case, digits, dashes."""
-    return re.sub(r'[^a-z0-9]+', '-', (text or '').lower()).strip('-')
+    return re.sub(r'[^a-z0-9]+', '-', (text or '').lower()).strip('-')[:MAX_NAME_LENGTH - 20].strip('-')
+
+
+def _label(text):
+    """A nickname from a common name as written, minus what no nickname may hold."""
+    text = ''.join(' ' if _control(char) or char == ':' else char for char in (text or ''))
+    return ' '.join(text.split()).lstrip('- ')[:MAX_NAME_LENGTH - 20].strip()
 
 
 def entry_names(anchors, name=None, label=False):
@@ -406,7 +420,7 @@ def entry_names(anchors, name=None, label=False):
         return ['%s-%s' % (name, anchor.sha256[:8]) for anchor in anchors]
     names = []
     for anchor in anchors:
-        base = anchor.common_name if label else slug(anchor.common_name)
+        base = _label(anchor.common_name) if label else slug(anchor.common_name)
         names.append(base or 'ca-%s' % anchor.sha256[:16])
     return [item if names.count(item) == 1 else '%s-%s' % (item, anchor.sha256[:8]) for item, anchor in zip(names, anchors)]
 
@@ -415,31 +429,38 @@ def trust_input_argument_spec():
     """The options every trust module shares."""
     return dict(
         src=dict(type='path'),
-        content=dict(type='str'),
+        # no_log like ansible.builtin.copy's content: a private key pasted here by mistake must not reach -vvv output.
+        content=dict(type='str', no_log=True),
         fingerprint=dict(type='str'),
+        allow_intermediate=dict(type='bool', default=False),
         state=dict(type='str', default='present', choices=['present', 'absent']),
     )
 
 
-def anchors_from_module(module):
-    """Read and check the module's src/content; fail the module with the reason when unusable.
+def trust_input_from_module(module, option, kind):
+    """(anchors, entry names) from the module's src/content and name option; fail the module with the reason when unusable.
 
-    Installing runs every check; removing checks only the pin, so that an
-    expired or wrongly installed certificate can still be taken out.
+    Every name is checked before the certificate is read. Installing runs every
+    check of the certificate; removing checks only the pin, so that an expired
+    or wrongly installed certificate can still be taken out.
     """
     params = module.params
     warnings = []
     try:
+        if params[option] is not None:
+            check_entry_names(kind, [params[option]], option)
         anchors = read_anchors(src=params['src'], content=params['content'])
         if params['state'] == 'present':
-            warnings = validate_anchors(anchors, params['fingerprint'])
+            warnings = validate_anchors(anchors, params['fingerprint'], allow_intermediate=params['allow_intermediate'])
         elif params['fingerprint']:
             _check_pin(anchors, params['fingerprint'])
+        names = entry_names(anchors, params[option], label=kind == 'nickname')
+        check_entry_names(kind, names, option)
     except CertificateError as exc:
         module.fail_json(msg=str(exc))
     for warning in warnings:
         module.warn(warning)
-    return anchors
+    return anchors, names
 
 
 def pem_text(der):

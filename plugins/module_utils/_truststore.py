@@ -6,20 +6,23 @@
 
 Private to this collection: not for use by other collections.
 
-Each store file (_truststore_os, _truststore_java, _truststore_nss) has a
-``discover()`` that returns TrustStore objects, and each TrustStore answers
-``held()`` (what it holds of one certificate), ``apply()`` (one change) and
-``anchors()`` (the CA certificates it trusts, for trust_check). This file
-owns what is the same for all of them: planning install and remove by
-SHA-256 (same certificate under another name is present; another
-certificate under our name is a conflict), check mode, verifying after a
-write, results per store with a precise cause, the diff, and running the
-external tools (LC_ALL=C, secrets in the environment or on stdin, as the
-store's owner).
+Each store file (_truststore_os, _truststore_java, _truststore_nss,
+_truststore_firefox) has TrustStore objects that answer ``held()`` (what
+they hold of one certificate), ``apply()`` (one change) and ``anchors()``
+(the CA certificates they trust, for trust_check). This file owns what is
+the same for all of them: planning install and remove by SHA-256 (same
+certificate under another name is present; another certificate under our
+name is a conflict), check mode, verifying after a write, results per store
+with a precise cause, the diff, running the external tools (LC_ALL=C,
+secrets in the environment or on stdin, as the store's owner), and the one
+error boundary: whatever a store raises, a TrustStoreError or a local
+OSError, becomes that store's failed result and the other stores still run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import subprocess
 import tempfile
@@ -105,8 +108,8 @@ class TrustStore:
         """Carry out one Change."""
         raise NotImplementedError
 
-    def finish(self, wanted):
-        """Changes that follow the entries (the OS store's refresh); ``wanted`` maps SHA-256 to present/absent."""
+    def finish(self, anchors, state):
+        """Changes that follow the entries (the OS store's refresh), once every anchor is installed or removed."""
         return []
 
     def anchors(self):
@@ -186,15 +189,40 @@ class CommandRunner:
 
 def write_public_file(path, text):
     """Replace ``path`` atomically with ``text``, mode 0644 (certificates and policies are public); parents are created."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.magrathea-')
     try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.magrathea-')
         with os.fdopen(fd, 'w') as handle:
             handle.write(text)
         os.chmod(temp, 0o644)
         os.replace(temp, path)
-    except OSError as exc:
-        raise TrustStoreError('cannot write %s: %s; run the task with become' % (path, exc.strerror), cause='permission') from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+# What to do about a local file error, by errno: the one place an OSError of a store becomes its TrustStoreError.
+_OS_ERROR_HINTS = {
+    errno.EACCES: ('permission', 'run the task with become'),
+    errno.EPERM: ('permission', 'run the task with become; an immutable file (chattr +i) refuses even root'),
+    errno.EROFS: ('read_only', 'the file system is mounted read-only'),
+    errno.ENOSPC: ('no_space', 'free space on that file system'),
+    errno.EDQUOT: ('no_space', 'the owner is over quota on that file system'),
+    errno.EBUSY: ('busy', 'another process holds it; try again when it has finished'),
+}
+
+
+def store_error(exc):
+    """The TrustStoreError for what a store raised: itself, or an OSError told as the file, the reason and the next step."""
+    if isinstance(exc, TrustStoreError):
+        return exc
+    cause, hint = _OS_ERROR_HINTS.get(exc.errno, ('os_error', 'check that file'))
+    where = ' and '.join(str(name) for name in (exc.filename, exc.filename2) if name) or 'a file of the store'
+    return TrustStoreError('%s: %s; %s' % (where, exc.strerror or exc, hint), cause=cause)
+
+
+STORE_ERRORS = (TrustStoreError, OSError)
 
 
 def find_tool(name, candidates, what):
@@ -215,17 +243,14 @@ def converge(stores, anchors, names, state, replace=False):
     ordered = list(stores) if state == 'present' else list(reversed(stores))
     results, before, after = [], {}, {}
     changed = False
-    wanted = dict((anchor.sha256, state) for anchor in anchors)
     for store in ordered:
         result = dict(path=store.describe(), kind=store.kind, changed=False, changes=[], status=state)
-        result.update(store.info())
-        if store.managed_by:
-            result.update(status='managed', managed_by=store.managed_by,
-                          msg='%s is regenerated from the operating system store; %s installs the certificate there'
-                              % (store.describe(), store.managed_by))
-            results.append(result)
-            continue
         try:
+            result.update(store.info())
+            if store.managed_by:
+                result.update(_managed(store, anchors, state))
+                results.append(result)
+                continue
             store_before, changes = {}, []
             for anchor, name in zip(anchors, names):
                 entry = store.entry_name(name)
@@ -234,10 +259,11 @@ def converge(stores, anchors, names, state, replace=False):
                     changes.extend(store.install(anchor, name, replace))
                 else:
                     changes.extend(store.remove(anchor, name))
-            changes.extend(store.finish(wanted))
+            changes.extend(store.finish(anchors, state))
             if not store.check_mode:
                 _verify(store, anchors, names, state)
-        except TrustStoreError as exc:
+        except STORE_ERRORS as exc:  # the one error boundary of every store
+            exc = store_error(exc)
             result.update(status='conflict' if exc.cause == 'conflict' else 'failed', cause=exc.cause, msg=str(exc))
             results.append(result)
             continue
@@ -248,6 +274,24 @@ def converge(stores, anchors, names, state, replace=False):
             after[store.describe()] = _after(store_before, changes)
         results.append(result)
     return results, changed, dict(before=dict(stores=before), after=dict(stores=after))
+
+
+def _managed(store, anchors, state):
+    """The result of a store another module manages: what it holds, and who changes it."""
+    try:
+        holding = [anchor for anchor in anchors if store.state(anchor) == 'present'] if state == 'absent' else []
+    except STORE_ERRORS as exc:
+        return dict(status='managed', managed_by=store.managed_by, trusted=False,
+                    msg='%s is regenerated from the operating system store, and %s removes the certificate there; it could not be '
+                        'read to tell whether it still trusts it: %s' % (store.describe(), store.managed_by, store_error(exc)))
+    if holding:
+        message = ('%s still trusts %s: it is regenerated from the operating system store, and %s with state=absent removes '
+                   'the certificate there and from this store' % (store.describe(), ', '.join(anchor.describe() for anchor in holding),
+                                                                  store.managed_by))
+    else:
+        message = '%s is regenerated from the operating system store; %s %s the certificate there' % (
+            store.describe(), store.managed_by, 'installs' if state == 'present' else 'removes')
+    return dict(status='managed', managed_by=store.managed_by, trusted=bool(holding), msg=message)
 
 
 def _entries(anchor, name, holding):
@@ -287,12 +331,20 @@ def failure_message(results, what):
     return '%d of %d %s failed: %s' % (len(bad), len(results), what, '; '.join(result['msg'] for result in bad))
 
 
-def run_trust_module(module, stores, anchors, names, what):
-    """The end of every trust module: converge, then exit or fail with a result per store."""
+def run_trust_module(module, stores, anchors, names, what, finish=None):
+    """The end of every trust module: converge, then exit or fail with a result per store.
+
+    ``finish(results, diff)`` runs after the stores (java_trust sets file attributes there) and returns whether it changed anything.
+    """
     results, changed, diff = converge(stores, anchors, names, module.params['state'], module.params.get('replace', False))
+    if finish is not None:
+        changed = finish(results, diff) or changed
     result = dict(changed=changed, results=results, certificates=[anchor.summary() for anchor in anchors])
     if module._diff:
         result['diff'] = diff
+    for row in results:
+        if row['status'] == 'managed' and row['trusted']:
+            module.warn(row['msg'])
     message = failure_message(results, what)
     if message:
         module.fail_json(msg=message, **result)

@@ -9,7 +9,8 @@ Private to this collection: not for use by other collections.
 Owns finding every JDK's cacerts (JAVA_HOME, /usr/lib/jvm/*, alternatives),
 telling apart the stores the operating system regenerates (those belong to
 ca_trust), reading keystores in Python so that a run with nothing to do
-starts no JVM (JKS read here with its integrity check; PKCS12 read with
+starts no JVM (JKS read here with its integrity check; the password of a
+PKCS12 checked here against its integrity MAC, its entries read with
 cryptography when it is installed, else with keytool), and keytool for the
 writes, with the store password in the environment, never in argv.
 """
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import hmac
 import os
 import shutil
 import struct
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, pem_text
+from ansible_collections.magrathea.secure.plugins.module_utils._der import DerError, children, element, oid
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
     MANAGED_BY_CA_TRUST, Holding, TrustStore, TrustStoreError, find_tool,
 )
@@ -37,6 +40,16 @@ OS_MANAGED_STORES = (
     '/etc/ca-certificates/extracted/java-cacerts.jks',  # Arch
 )
 JKS_MAGIC = b'\xfe\xed\xfe\xed'
+# ca-certificates-java's settings: the password of Debian's /etc/ssl/certs/java/cacerts when it is not changeit.
+OS_STORE_SETTINGS = '/etc/default/cacerts'
+# Digest algorithms of a PKCS#12 integrity MAC (RFC 7292, and RFC 8018 for the SHA-2 family): name and block size.
+_PKCS12_MAC_DIGESTS = {
+    '1.3.14.3.2.26': ('sha1', 64),
+    '2.16.840.1.101.3.4.2.4': ('sha224', 64),
+    '2.16.840.1.101.3.4.2.1': ('sha256', 64),
+    '2.16.840.1.101.3.4.2.2': ('sha384', 128),
+    '2.16.840.1.101.3.4.2.3': ('sha512', 128),
+}
 PASSWORD_ENV = 'MAGRATHEA_KEYSTORE_PASSWORD'
 KEYTOOL_PACKAGE = 'a JDK or JRE (Debian: openjdk-17-jre-headless; RHEL: java-17-openjdk-headless) or give keytool'
 
@@ -130,6 +143,63 @@ def read_pkcs12(data, password):
     return entries
 
 
+def _pkcs12_key(digest, block, password, salt, iterations, size):
+    """The MAC key of RFC 7292 appendix B.2 (ID 3), from the password as a BMPString."""
+    def fill(data):  # repeated to the next multiple of the block size
+        target = block * ((len(data) + block - 1) // block)
+        return (data * (target // len(data) + 1))[:target] if data else b''
+    source = bytearray(fill(salt) + fill(password))
+    key = b''
+    while len(key) < size:
+        value = bytes([3]) * block + bytes(source)
+        for dummy in range(iterations):
+            value = hashlib.new(digest, value).digest()
+        key += value
+        addend = int.from_bytes((value * (block // len(value) + 1))[:block], 'big') + 1
+        for start in range(0, len(source), block):
+            chunk = (int.from_bytes(source[start:start + block], 'big') + addend) % (1 << (8 * block))
+            source[start:start + block] = chunk.to_bytes(block, 'big')
+    return key[:size]
+
+
+def pkcs12_password_matches(data, password):
+    """Whether ``password`` opens a PKCS#12 keystore, decided by its integrity MAC: True, False, or None when unknown.
+
+    A keystore without a MAC (the password-less cacerts of JDK 18 and newer) takes any password. None: not PKCS#12 as
+    expected, or a MAC algorithm this reader does not know (PBMAC1); then keytool decides.
+    """
+    try:
+        tag, start, stop = element(data, 0, len(data))
+        parts = children(data, start, stop) if tag == 0x30 else []
+        if len(parts) < 2 or parts[1][0] != 0x30:
+            return None
+        if len(parts) == 2:
+            return True
+        content = children(data, parts[1][1], parts[1][2])
+        wrapped = children(data, content[1][1], content[1][2]) if len(content) == 2 and content[1][0] == 0xa0 else []
+        if len(wrapped) != 1 or wrapped[0][0] != 0x04:
+            return None
+        signed = data[wrapped[0][1]:wrapped[0][2]]
+        mac_data = children(data, parts[2][1], parts[2][2])
+        digest_info = children(data, mac_data[0][1], mac_data[0][2])
+        algorithm = children(data, digest_info[0][1], digest_info[0][2])
+        known = _PKCS12_MAC_DIGESTS.get(oid(data[algorithm[0][1]:algorithm[0][2]]))
+        expected = data[digest_info[1][1]:digest_info[1][2]]
+        salt = data[mac_data[1][1]:mac_data[1][2]]
+        iterations = int.from_bytes(data[mac_data[2][1]:mac_data[2][2]], 'big') if len(mac_data) > 2 else 1
+    except (DerError, IndexError):
+        return None
+    if known is None or not 0 < iterations <= 10000000:
+        return None
+    if password is None:
+        return False
+    digest, block = known
+    encoded = password.encode('utf-16-be')
+    forms = [encoded + b'\x00\x00'] + ([b''] if not password else [])  # an empty password is written both ways
+    return any(hmac.compare_digest(hmac.new(_pkcs12_key(digest, block, form, salt, iterations, len(expected)), signed, digest).digest(),
+                                   expected) for form in forms)
+
+
 def parse_keytool_list(text):
     """Entries from ``keytool -list -rfc`` output."""
     entries = []
@@ -184,6 +254,10 @@ class JavaKeystore(TrustStore):
             self._entries = self._read()
         return self._entries
 
+    def forget(self):
+        """Read the store again next time: something else (a refresh) may have written it."""
+        self._entries = None
+
     def _read(self):
         try:
             with open(self.path, 'rb') as handle:
@@ -194,35 +268,36 @@ class JavaKeystore(TrustStore):
                 return []
             raise TrustStoreError('keystore %s does not exist; give the path of an existing keystore, or set create=true' % self.path,
                                   cause='missing_keystore') from None
-        except OSError as exc:
-            raise TrustStoreError('cannot read keystore %s: %s; run the task with become' % (self.path, exc.strerror), cause='permission') from None
         self.store_type = keystore_type(data)
         if self.store_type == 'JKS':
             try:
-                return read_jks(data, self.password)
+                # A managed store is only read, to report on it: its integrity needs no password of this task.
+                return read_jks(data, None if self.managed_by else self.password)
             except PermissionError:
-                raise TrustStoreError('keystore %s rejected the store password (integrity check failed); give its keystore_password'
-                                      % self.path, cause='wrong_password') from None
+                raise self._wrong_password() from None
             except ValueError as exc:
                 raise TrustStoreError('keystore %s is corrupt (%s); restore it from the JDK package or a backup' % (self.path, exc),
                                       cause='corrupt_keystore') from None
         if self.store_type == 'PKCS12':
+            # The keystore's own integrity MAC decides, not keytool's wording (which follows the locale).
+            if pkcs12_password_matches(data, self.password) is False:
+                raise self._wrong_password()
             entries = read_pkcs12(data, self.password)
             if entries is not None:
                 return entries
             return self._read_with_keytool()
         raise TrustStoreError('%s is neither a JKS nor a PKCS12 keystore; give the path of a Java keystore' % self.path, cause='not_a_keystore')
 
+    def _wrong_password(self):
+        return TrustStoreError('keystore %s rejected the store password (its integrity check failed); give its keystore_password'
+                               % self.path, cause='wrong_password')
+
     def _read_with_keytool(self):
         # Without cryptography (or for a PKCS12 it cannot open): ask keytool, one JVM.
         rc, out, err = self._keytool(['-list', '-rfc'])
         if rc != 0 or 'keytool error' in out:
             message = (out + err).strip().splitlines()
-            reason = message[-1] if message else 'exit %d' % rc
-            if 'password was incorrect' in reason or 'password' in reason.lower():
-                raise TrustStoreError('keystore %s rejected the store password (%s); give its keystore_password' % (self.path, reason),
-                                      cause='wrong_password')
-            raise TrustStoreError('keytool cannot read %s: %s' % (self.path, reason), cause='keytool_failed')
+            raise TrustStoreError('keytool cannot read %s: %s' % (self.path, message[-1] if message else 'exit %d' % rc), cause='keytool_failed')
         return parse_keytool_list(out)
 
     def _keytool_path(self):
@@ -288,7 +363,8 @@ def _cacerts(home):
     return None
 
 
-def _keytool_candidates(homes):
+def keytool_candidates(homes):
+    """Where a keytool for stores of these JDK homes may be: their own first, then PATH and every JDK."""
     candidates = []
     for home in homes:
         candidates.extend([os.path.join(home, 'bin', 'keytool'), os.path.join(os.path.dirname(home), 'bin', 'keytool')])
@@ -298,17 +374,30 @@ def _keytool_candidates(homes):
     return [candidate for candidate in candidates if candidate]
 
 
+def os_store_password(path=OS_STORE_SETTINGS):
+    """The password of the Java store the operating system generates: storepass of ca-certificates-java's settings, or changeit."""
+    try:
+        with open(path, encoding='utf-8', errors='replace') as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition('=')
+                if sep and key.strip() == 'storepass':
+                    return value.strip().strip('"\'')
+    except OSError:
+        pass
+    return 'changeit'
+
+
 def discover(keystores=None, password='changeit', keytool=None, create_type=None, check_mode=False, runner=None,
              java_home=None, jvm_dirs=JVM_DIRS, alternatives=ALTERNATIVES):
     """The keystores to manage: the ``keystores`` given, or every JDK's cacerts (one store per real file)."""
     if keystores:
         homes = [java_home] if java_home else []
-        return [JavaKeystore(path, password, keytool=keytool, keytool_candidates=_keytool_candidates(homes), create_type=create_type,
+        return [JavaKeystore(path, password, keytool=keytool, keytool_candidates=keytool_candidates(homes), create_type=create_type,
                              check_mode=check_mode, runner=runner) for path in keystores]
     by_real_path = {}
     for home in java_homes(java_home, jvm_dirs, alternatives):
         path = _cacerts(home)
         if path:
             by_real_path.setdefault(os.path.realpath(path), []).append(home)
-    return [JavaKeystore(path, password, jdks=homes, keytool=keytool, keytool_candidates=_keytool_candidates(homes),
+    return [JavaKeystore(path, password, jdks=homes, keytool=keytool, keytool_candidates=keytool_candidates(homes),
                          check_mode=check_mode, runner=runner) for path, homes in by_real_path.items()]

@@ -2,45 +2,36 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""NSS databases (Chromium, Firefox profiles, /etc/pki/nssdb) and the Firefox enterprise policy as trust stores.
+"""NSS databases (Chromium, Firefox profiles, /etc/pki/nssdb) as trust stores.
 
 Private to this collection: not for use by other collections.
 
-Owns finding the databases of the given users (or of every local user):
-Chromium's classic, XDG and snap locations, Firefox profiles from every
-profiles.ini (classic, XDG, snap, flatpak), the system-wide database and
-explicit paths; reading a cert9.db directly (SQLite, no process) for the
-check; certutil for the writes, run as the database's owner so the browser
-can still open it; the precise NSS error of a failed database; and the
-merge of /etc/firefox/policies/policies.json, validated before it is written.
+Owns which directories are NSS databases (the candidates come from
+_truststore_users; explicit paths and the system-wide database are added
+here), reading a cert9.db directly (SQLite, no process) for the check,
+certutil for the writes, run as the database's owner so the browser can
+still open it, and the precise NSS error of a failed database, a database
+in use by another process included.
 """
 
 from __future__ import annotations
 
-import configparser
 import hashlib
-import json
 import os
 import pwd
 import re
 import shutil
 
-from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, file_certificates, file_sha256s, pem_text, slug
-from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
-    Change, Holding, TrustStore, TrustStoreError, find_tool, write_public_file,
-)
+from ansible_collections.magrathea.secure.plugins.module_utils._certificate import der_certificates, pem_text
+from ansible_collections.magrathea.secure.plugins.module_utils._truststore import Change, Holding, TrustStore, TrustStoreError, find_tool
+from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_users
 
-CHROMIUM_DATABASES = ('.pki/nssdb', '.local/share/pki/nssdb', 'snap/chromium/current/.pki/nssdb')
-FIREFOX_ROOTS = (
-    ('firefox', '.mozilla/firefox'),
-    ('firefox-xdg', None),  # ${XDG_CONFIG_HOME:-~/.config}/mozilla/firefox (Firefox 147+)
-    ('firefox-snap', 'snap/firefox/common/.mozilla/firefox'),
-    ('firefox-flatpak', '.var/app/org.mozilla.firefox/.mozilla/firefox'),
-)
 SYSTEM_DATABASE = '/etc/pki/nssdb'
-FIREFOX_POLICY_FILE = '/etc/firefox/policies/policies.json'
 CERTUTIL_CANDIDATES = ('/usr/bin/certutil', '/bin/certutil', '/usr/local/bin/certutil')
 CERTUTIL_PACKAGE = 'the NSS tools (Debian/Ubuntu: libnss3-tools; RHEL: nss-tools; SUSE: mozilla-nss-tools; Arch: nss)'
+# How long to wait for another process's lock on cert9.db before calling the database in use.
+SQLITE_BUSY_SECONDS = 3
+_SQLITE_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 # PKCS#11 values as NSS stores them in cert9.db (4-byte big-endian).
 _CKO_CERTIFICATE = b'\x00\x00\x00\x01'
@@ -75,21 +66,62 @@ def is_database(path):
     return os.path.isfile(os.path.join(path, 'cert9.db')) or os.path.isfile(os.path.join(path, 'cert8.db'))
 
 
+def _sqlite_uri(path, mode):
+    return 'file:%s?mode=%s' % (path.replace('?', '%3f').replace('#', '%23'), mode)
+
+
+def _is_busy(exc):
+    """Whether an sqlite3 error says another connection holds a lock (its code, or SQLite's own untranslated words)."""
+    return getattr(exc, 'sqlite_errorcode', None) in _SQLITE_BUSY_CODES or 'locked' in str(exc)
+
+
+def in_use_error(path):
+    return TrustStoreError('%s is in use by another process (a running browser, or another certutil, holds its lock); close it and run '
+                           'the task again' % path, cause='in_use')
+
+
+def database_in_use(path):
+    """Whether another process holds a lock on the database's SQLite files, so that NSS cannot write (nor always read) it."""
+    try:
+        import sqlite3
+    except ImportError:
+        return False
+    for name in ('cert9.db', 'key4.db'):
+        full = os.path.join(path, name)
+        if not os.path.isfile(full):
+            continue
+        try:
+            connection = sqlite3.connect(_sqlite_uri(full, 'rw'), uri=True, timeout=0, isolation_level=None)
+            try:
+                connection.execute('BEGIN IMMEDIATE')  # the lock a writer needs; rolled back at once, nothing is written
+                connection.execute('ROLLBACK')
+            finally:
+                connection.close()
+        except sqlite3.Error as exc:
+            if _is_busy(exc):
+                return True
+    return False
+
+
 def read_sql_database(path):
-    """Entries of ``path``/cert9.db read with SQLite (read-only); None when this Python cannot read it."""
+    """Entries of ``path``/cert9.db read with SQLite (read-only); None when this Python cannot read it.
+
+    A database locked by another process raises TrustStoreError (in_use).
+    """
     try:
         import sqlite3
     except ImportError:
         return None
     try:
-        connection = sqlite3.connect('file:%s?mode=ro' % os.path.join(path, 'cert9.db').replace('?', '%3f').replace('#', '%23'),
-                                     uri=True, timeout=5)
+        connection = sqlite3.connect(_sqlite_uri(os.path.join(path, 'cert9.db'), 'ro'), uri=True, timeout=SQLITE_BUSY_SECONDS)
         try:
             certificates = connection.execute('SELECT a3, a11 FROM nssPublic WHERE a0 = ?', (_CKO_CERTIFICATE,)).fetchall()
             trust = dict(connection.execute('SELECT ace5363b4, ace536358 FROM nssPublic WHERE a0 = ?', (_CKO_NSS_TRUST,)).fetchall())
         finally:
             connection.close()
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if _is_busy(exc):
+            raise in_use_error(path) from None
         return None
     entries = []
     for label, der in certificates:
@@ -199,6 +231,8 @@ class NssDatabase(TrustStore):
                                   % (self.path, self.owner.pw_name), cause='permission')
 
     def _fail(self, what, rc, out, err):
+        if database_in_use(self.path):
+            raise in_use_error(self.path)  # NSS calls that a bad database or a general error
         text = (err or out).strip()
         match = _NSS_ERROR.search(text)
         code = match.group(1) if match else 'certutil_failed'
@@ -250,12 +284,9 @@ class NssDatabase(TrustStore):
             missing.append(path)
             path = os.path.dirname(path)
         for directory in reversed(missing):
-            try:
-                os.mkdir(directory, 0o700)
-                if self.owner is not None and os.geteuid() == 0:
-                    os.chown(directory, self.owner.pw_uid, self.owner.pw_gid)
-            except OSError as exc:
-                raise TrustStoreError('cannot create %s: %s' % (directory, exc.strerror), cause='permission') from None
+            os.mkdir(directory, 0o700)
+            if self.owner is not None and os.geteuid() == 0:
+                os.chown(directory, self.owner.pw_uid, self.owner.pw_gid)
         rc, out, err = self._certutil(['-N', '--empty-password'])
         if rc != 0:
             self._fail('create the database', rc, out, err)
@@ -264,155 +295,21 @@ class NssDatabase(TrustStore):
         return [item.der for item in self.entries() if item.trusted]
 
 
-class FirefoxPolicy(TrustStore):
-    """The Certificates.Install list of Firefox's enterprise policy file, and the certificate files it names."""
-
-    kind = 'firefox_policy'
-
-    def __init__(self, path=FIREFOX_POLICY_FILE, check_mode=False, runner=None):
-        super().__init__(path, check_mode, runner)
-        self.certificate_dir = os.path.join(os.path.dirname(path), 'certificates')
-        self._document = None
-
-    def entry_name(self, name):
-        return os.path.join(self.certificate_dir, (slug(name) or 'ca') + '.pem')
-
-    def _load(self):
-        if self._document is None:
-            try:
-                with open(self.path, encoding='utf-8') as handle:
-                    text = handle.read()
-            except FileNotFoundError:
-                text = ''
-            except OSError as exc:
-                raise TrustStoreError('cannot read %s: %s' % (self.path, exc.strerror), cause='permission') from None
-            if not text.strip():
-                self._document = {'policies': {}}
-                return self._document
-            try:
-                document = json.loads(text)
-            except ValueError as exc:
-                raise TrustStoreError('%s is not valid JSON (%s); fix it first: Firefox ignores every policy while the file is broken, '
-                                      'and this module does not overwrite it' % (self.path, exc), cause='invalid_policy') from None
-            self._document = self._validate(document)
-        return self._document
-
-    def _validate(self, document):
-        if not isinstance(document, dict) or not isinstance(document.get('policies', {}), dict):
-            raise TrustStoreError('%s must be a JSON object with a "policies" object; fix the file first (Firefox ignores every policy '
-                                  'while it is broken)' % self.path, cause='invalid_policy')
-        certificates = document.setdefault('policies', {}).get('Certificates', {})
-        if not isinstance(certificates, dict) or not isinstance(certificates.get('Install', []), list):
-            raise TrustStoreError('%s: policies.Certificates.Install must be a list of paths; fix the file first' % self.path,
-                                  cause='invalid_policy')
-        return document
-
-    def _install_list(self):
-        return self._load()['policies'].get('Certificates', {}).get('Install', [])
-
-    def held(self, anchor, entry):
-        holders = []
-        for item in self._install_list():
-            if isinstance(item, str) and os.path.isabs(item) and anchor.sha256 in file_sha256s(item):
-                holders.append((item, True))
-        own = file_sha256s(entry) if entry else []
-        return Holding(holders, own[0] if own else None)
-
-    def apply(self, change):
-        document = self._load()
-        install = document['policies'].setdefault('Certificates', {}).setdefault('Install', [])
-        if change['action'] == 'add':
-            write_public_file(change['entry'], pem_text(change.anchor.der))
-            if change['entry'] not in install:
-                install.append(change['entry'])
-        else:
-            while change['entry'] in install:
-                install.remove(change['entry'])
-            if os.path.dirname(change['entry']) == self.certificate_dir and os.path.exists(change['entry']):
-                os.unlink(change['entry'])
-            if not install:
-                del document['policies']['Certificates']['Install']
-            if not document['policies']['Certificates']:
-                del document['policies']['Certificates']
-        text = json.dumps(document, indent=2) + '\n'
-        self._validate(json.loads(text))
-        write_public_file(self.path, text)
-        self._document = None
-
-    def anchors(self):
-        ders = []
-        for item in self._install_list():
-            if isinstance(item, str) and os.path.isabs(item):
-                ders.extend(file_certificates(item))
-        return ders
-
-
-def firefox_profiles(root):
-    """Profile directories listed in ``root``/profiles.ini (relative or absolute)."""
-    parser = configparser.RawConfigParser(strict=False)
-    try:
-        parser.read(os.path.join(root, 'profiles.ini'), encoding='utf-8')
-    except (configparser.Error, UnicodeDecodeError):
-        return []
-    profiles = []
-    for section in parser.sections():
-        if not section.startswith('Profile') or not parser.has_option(section, 'Path'):
-            continue
-        path = parser.get(section, 'Path')
-        relative = parser.get(section, 'IsRelative', fallback='1').strip() != '0'
-        full = os.path.normpath(os.path.join(root, path) if relative else path)
-        if full not in profiles:
-            profiles.append(full)
-    return profiles
-
-
 def user_databases(user, xdg_config_home=None):
-    """(path, source) of every existing NSS database of ``user`` (a pwd entry)."""
-    home = user.pw_dir
-    found = []
-    for relative in CHROMIUM_DATABASES:
-        path = os.path.join(home, relative)
-        if is_database(path):
-            found.append((path, 'chromium-snap' if relative.startswith('snap/') else 'chromium'))
-    for source, relative in FIREFOX_ROOTS:
-        if relative is None:
-            root = os.path.join(xdg_config_home or os.path.join(home, '.config'), 'mozilla', 'firefox')
-        else:
-            root = os.path.join(home, relative)
-        for profile in firefox_profiles(root):
-            if is_database(profile):
-                found.append((profile, source))
+    """(path, source) of every existing NSS database of ``user`` (a pwd entry), each real directory once."""
+    found = [(path, source) for path, source in _truststore_users.candidate_databases(user, xdg_config_home) if is_database(path)]
+    return _each_directory_once(found, lambda item: item[0])
+
+
+def _each_directory_once(items, path_of):
+    """``items`` without those whose directory (symlinks resolved) came earlier."""
     unique, seen = [], set()
-    for path, source in found:
-        real = os.path.realpath(path)
+    for item in items:
+        real = os.path.realpath(path_of(item))
         if real not in seen:
             seen.add(real)
-            unique.append((path, source))
+            unique.append(item)
     return unique
-
-
-def _login_defs(path='/etc/login.defs'):
-    limits = {'UID_MIN': 1000, 'UID_MAX': 60000}
-    try:
-        with open(path, encoding='utf-8', errors='replace') as handle:
-            for line in handle:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] in limits and parts[1].isdigit():
-                    limits[parts[0]] = int(parts[1])
-    except OSError:
-        pass
-    return limits['UID_MIN'], limits['UID_MAX']
-
-
-def local_users(passwd=None, login_defs='/etc/login.defs'):
-    """root and every regular user (UID_MIN..UID_MAX) whose home directory exists."""
-    uid_min, uid_max = _login_defs(login_defs)
-    users = []
-    for entry in passwd if passwd is not None else pwd.getpwall():
-        if (entry.pw_uid == 0 or uid_min <= entry.pw_uid <= uid_max) and os.path.isdir(entry.pw_dir):
-            if entry.pw_name not in [user.pw_name for user in users]:
-                users.append(entry)
-    return users
 
 
 def discover(users=None, nssdbs=None, create_chromium_db=False, certutil=None, check_mode=False, runner=None,
@@ -424,32 +321,23 @@ def discover(users=None, nssdbs=None, create_chromium_db=False, certutil=None, c
     """
     stores = []
     if users is None and not nssdbs:
-        selected = local_users(passwd)
+        selected = _truststore_users.local_users(passwd)
         if is_database(system_database):
             stores.append(NssDatabase(system_database, 'system', certutil=certutil, check_mode=check_mode, runner=runner))
     else:
-        selected = []
-        for name in users or []:
-            try:
-                selected.append(pwd.getpwnam(name) if passwd is None else [entry for entry in passwd if entry.pw_name == name][0])
-            except (KeyError, IndexError):
-                raise TrustStoreError('user %s does not exist on this host; give existing users, or omit users for every local user' % name,
-                                      cause='unknown_user') from None
+        try:
+            selected = _truststore_users.named_users(users or [], passwd)
+        except LookupError as exc:
+            raise TrustStoreError(str(exc), cause='unknown_user') from None
     for user in selected:
         xdg = os.environ.get('XDG_CONFIG_HOME') if user.pw_uid == os.geteuid() else None
         databases = user_databases(user, xdg)
         for path, source in databases:
             stores.append(NssDatabase(path, source, certutil=certutil, check_mode=check_mode, runner=runner))
         if create_chromium_db and not any(source.startswith('chromium') for dummy, source in databases):
-            stores.append(NssDatabase(os.path.join(user.pw_dir, CHROMIUM_DATABASES[0]), 'chromium', owner=user, create=True,
+            stores.append(NssDatabase(os.path.join(user.pw_dir, _truststore_users.CHROMIUM_DATABASES[0][1]), 'chromium', owner=user, create=True,
                                       certutil=certutil, check_mode=check_mode, runner=runner))
     for path in nssdbs or []:
         path = re.sub(r'^(sql|dbm):', '', path)
         stores.append(NssDatabase(path, 'given', certutil=certutil, check_mode=check_mode, runner=runner))
-    unique, seen = [], set()
-    for store in stores:
-        real = os.path.realpath(store.path)
-        if real not in seen:
-            seen.add(real)
-            unique.append(store)
-    return unique
+    return _each_directory_once(stores, lambda store: store.path)

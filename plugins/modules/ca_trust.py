@@ -19,10 +19,17 @@ description:
     C(update-ca-certificates)) and Arch (C(/etc/ca-certificates/trust-source/anchors/*.crt), C(trust extract-compat)).
     The refresh tools are called by absolute path."
   - The certificate counts as present when the extracted bundle holds it, whichever anchor file (or the distribution's
-    CA set) put it there. V(absent) deletes every anchor file that holds it, rebuilds the bundle and checks that the
-    bundle no longer holds it.
+    CA set) put it there.
+  - "On removal (V(absent)) it deletes every anchor file that holds the certificate (found by SHA-256, whatever its name),
+    rebuilds the bundle (Debian and Ubuntu with C(update-ca-certificates --fresh)) and checks that the bundle no longer
+    holds it. A certificate that comes from the distribution's CA set is reported (cause V(distribution_ca)), not
+    disabled. A file that holds other certificates too is reported (cause V(shared_file)) and left alone."
   - Java stores that the system regenerates from this store (Debian's C(/etc/ssl/certs/java/cacerts), the RHEL family's
-    extracted Java store) follow it; M(magrathea.secure.java_trust) leaves them to this module.
+    extracted Java store) follow it, and M(magrathea.secure.java_trust) leaves them to this module. Debian's
+    C(ca-certificates-java) hook only ever adds certificates, so on Debian and Ubuntu V(absent) also deletes every
+    entry holding the certificate from C(/etc/ssl/certs/java/cacerts) itself (found by SHA-256, not by alias, with
+    C(keytool) and the password of C(/etc/default/cacerts)) and checks it is gone; the other families' refresh
+    rebuilds their Java store without it.
   - For Windows hosts use M(ansible.windows.win_certificate_store) with C(store_name=Root)
     (its default V(My) is the personal store, a common mistake); the C(magrathea.secure.trust) role does that.
 author:
@@ -40,6 +47,8 @@ options:
   name:
     description:
       - Base name of the anchor file, without directory or extension (the family's extension is added).
+      - Letters, digits, dots, dashes, underscores and plus signs, starting with a letter or digit, at most 200 characters;
+        anything else (a line break, a C(/)) is refused before anything is written.
       - Defaults to the certificate's common name in lower case with dashes (C(Magrathea Root CA) becomes C(magrathea-root-ca)).
       - For a bundle each certificate gets its own file, C(<name>-<first 8 hex digits of its SHA-256>).
     type: str
@@ -49,8 +58,9 @@ options:
     type: bool
     default: false
 requirements:
-  - The family's CA tools (package C(ca-certificates); C(p11-kit) on Arch).
-  - Root privileges (use become).
+  - The family's CA tools (package C(ca-certificates); C(p11-kit) on Arch)
+  - On Debian and Ubuntu with C(ca-certificates-java), a JDK's C(keytool) to remove a certificate from its Java store
+  - Root privileges (use become)
 seealso:
   - module: magrathea.secure.java_trust
   - module: magrathea.secure.browser_trust
@@ -125,11 +135,14 @@ results:
       description: Whether this store changed.
       type: bool
     changes:
-      description: What was (or in check mode would be) done; C(action) is add, delete, trust or refresh.
+      description:
+        - What was (or in check mode would be) done; C(action) is add, delete, trust or refresh.
+        - A deletion from the Java store the system generates names the keystore and the alias, for example
+          C(/etc/ssl/certs/java/cacerts (debian:magrathea-root-ca.pem)).
       type: list
       elements: dict
     cause:
-      description: Short cause of a failure (for example V(tool_missing), V(conflict), V(distribution_ca)).
+      description: Short cause of a failure (for example V(tool_missing), V(conflict), V(distribution_ca), V(permission)).
       type: str
       returned: on failure
     msg:
@@ -140,7 +153,7 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._certificate import anchors_from_module, entry_names, trust_input_argument_spec
+from ansible_collections.magrathea.secure.plugins.module_utils._certificate import trust_input_argument_spec, trust_input_from_module
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import TrustStoreError, run_trust_module
 from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_os
 
@@ -153,15 +166,12 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[('src', 'content')], mutually_exclusive=[('src', 'content')])
-    name = module.params['name']
-    if name is not None and (not name or '/' in name or name.startswith('.')):
-        module.fail_json(msg='name %r must be a plain file name without directory or leading dot, for example magrathea-root-ca' % name)
-    anchors = anchors_from_module(module)
+    anchors, names = trust_input_from_module(module, 'name', 'file')
     try:
         stores = _truststore_os.discover(check_mode=module.check_mode)
     except TrustStoreError as exc:
         module.fail_json(msg=str(exc))
-    run_trust_module(module, stores, anchors, entry_names(anchors, name), 'system stores')
+    run_trust_module(module, stores, anchors, names, 'system stores')
 
 
 if __name__ == '__main__':

@@ -19,13 +19,21 @@ description:
     certificate under O(alias) is a conflict that is reported and not overwritten unless O(replace=true).
   - Stores that the operating system regenerates from its own trust store (Debian's C(/etc/ssl/certs/java/cacerts),
     the RHEL family's C(/etc/pki/ca-trust/extracted/java/cacerts), SUSE's and Arch's) are reported with status
-    V(managed) and left alone, because a keytool import there is lost at the next refresh; install the certificate
-    with M(magrathea.secure.ca_trust) and they follow.
+    V(managed) and left alone, because a keytool import there is lost at the next refresh; install and remove the
+    certificate with M(magrathea.secure.ca_trust) and they follow (on Debian, M(magrathea.secure.ca_trust) deletes it
+    from C(/etc/ssl/certs/java/cacerts) itself, since the system's hook only adds). With O(state=absent), a managed
+    store that still trusts the certificate is reported with RV(results[].trusted=true) and a warning.
+  - On removal (V(absent)) every alias holding the certificate (found by SHA-256) is deleted from every keystore it
+    manages, and each keystore is read again to check that it is gone. A keystore it created stays, empty or not.
+  - The owner, group, mode and SELinux context of the O(keystores) are set when given (as M(community.general.java_cert)
+    does); a keystore created with O(create=true) is otherwise written by C(keytool) with the task's user and umask.
+    They never apply to the discovered JDK stores.
 author:
   - magrathea.secure contributors (@magrathea-secure)
 extends_documentation_fragment:
   - magrathea.secure.trust
   - magrathea.secure.attributes
+  - ansible.builtin.files
 attributes:
   check_mode:
     support: full
@@ -36,6 +44,8 @@ options:
   alias:
     description:
       - Alias of the trusted-certificate entry.
+      - No control character, line break or leading C(-) (which keytool would read as an option), at most 200 characters;
+        refused before anything is written.
       - Defaults to the certificate's common name in lower case with dashes; for a bundle each certificate gets
         C(<alias>-<first 8 hex digits of its SHA-256>).
     type: str
@@ -72,8 +82,8 @@ options:
       - Defaults to the keytool of the JDK that owns the store, then E(JAVA_HOME), E(PATH) and C(/usr/lib/jvm/*/bin/keytool).
     type: path
 requirements:
-  - A JDK or JRE (keytool) on the managed host, needed only when a keystore must change.
-  - For PKCS12 keystores, the Python C(cryptography) library on the managed host avoids starting keytool to read them.
+  - A JDK or JRE (keytool) on the managed host, needed only when a keystore must change
+  - For PKCS12 keystores, the Python C(cryptography) library on the managed host avoids starting keytool to read them
 seealso:
   - module: magrathea.secure.ca_trust
   - module: magrathea.secure.trust_check
@@ -137,15 +147,21 @@ results:
       type: str
       returned: when status is managed
       sample: magrathea.secure.ca_trust
+    trusted:
+      description: Whether a managed store still trusts the certificate after O(state=absent) (it is V(false) with V(present)).
+      type: bool
+      returned: when status is managed
     changed:
       description: Whether this keystore changed.
       type: bool
     changes:
-      description: What was (or in check mode would be) done; C(action) is add or delete, C(entry) the alias.
+      description:
+        - What was (or in check mode would be) done; C(action) is add or delete, C(entry) the alias.
+        - C(action=attributes) when the owner, group, mode or SELinux context of a keystore of O(keystores) changed.
       type: list
       elements: dict
     cause:
-      description: Short cause of a failure (V(wrong_password), V(tool_missing), V(conflict), V(keytool_failed), ...).
+      description: Short cause of a failure (V(wrong_password), V(tool_missing), V(conflict), V(keytool_failed), V(permission), ...).
       type: str
       returned: on failure
     msg:
@@ -158,9 +174,27 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._certificate import anchors_from_module, entry_names, trust_input_argument_spec
+from ansible_collections.magrathea.secure.plugins.module_utils._certificate import trust_input_argument_spec, trust_input_from_module
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import run_trust_module
 from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_java
+
+
+def keystore_attributes(module):
+    """After the stores: give the keystores of the keystores option the task's owner, group, mode and SELinux context."""
+    def finish(results, diff):
+        changed = False
+        for row in results:
+            path = row['path']
+            if path not in (module.params['keystores'] or []) or row['status'] in ('failed', 'conflict') or not os.path.exists(path):
+                continue  # in check mode a keystore still to be created does not exist yet
+            attributes = dict(before=dict(path=path), after=dict(path=path))
+            if module.set_fs_attributes_if_different(module.load_file_common_arguments(module.params, path=path), False, diff=attributes):
+                changed = True
+                row.update(changed=True, changes=row['changes'] + [dict(action='attributes', entry=path)])
+                for side in ('before', 'after'):
+                    diff[side].setdefault('files', {})[path] = attributes[side]
+        return changed
+    return finish
 
 
 def main():
@@ -174,15 +208,15 @@ def main():
         replace=dict(type='bool', default=False),
         keytool=dict(type='path'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, add_file_common_args=True,
                            required_one_of=[('src', 'content')], mutually_exclusive=[('src', 'content')])
     params = module.params
-    anchors = anchors_from_module(module)
+    anchors, names = trust_input_from_module(module, 'alias', 'alias')
     stores = _truststore_java.discover(
         keystores=params['keystores'], password=params['keystore_password'], keytool=params['keytool'],
         create_type=params['keystore_type'].upper() if params['create'] else None, check_mode=module.check_mode,
         java_home=os.environ.get('JAVA_HOME'))
-    run_trust_module(module, stores, anchors, entry_names(anchors, params['alias']), 'Java keystores')
+    run_trust_module(module, stores, anchors, names, 'Java keystores', finish=keystore_attributes(module))
 
 
 if __name__ == '__main__':

@@ -18,6 +18,11 @@ description:
   - Fails when a required store (O(required)) does not trust an endpoint, when an endpoint cannot be reached, or when a
     pinned fingerprint does not match. This is what CI jobs run after installing a certificate with
     M(magrathea.secure.ca_trust), M(magrathea.secure.java_trust) and M(magrathea.secure.browser_trust).
+  - With O(expect=untrusted), after a removal, it fails instead when a required store still trusts an endpoint, or when
+    it cannot show that the store refuses it (the endpoint is down, the store cannot be read).
+  - Reports the days until each server certificate expires and warns when fewer than O(expiry_warning_days) are left.
+  - V(https) endpoints go through the HTTP proxy of E(https_proxy) (unless E(no_proxy) names the host) or O(proxy), as
+    M(ansible.builtin.get_url) does; V(tls) (NTSAPI) and V(ftps) (CDR) endpoints always connect directly.
   - Sends nothing but C(AUTH TLS), C(QUIT) or a C(GET) without credentials.
 author:
   - magrathea.secure contributors (@magrathea-secure)
@@ -49,8 +54,11 @@ options:
           - A URL holding credentials, a query or a fragment is refused.
         type: str
       fingerprint:
-        description: SHA-1 or SHA-256 fingerprint (hex, colons optional) the server certificate must have.
-        type: str
+        description:
+          - SHA-1 or SHA-256 fingerprints (hex, colons optional) the server certificate must match one of.
+          - Give the current and the next certificate's when Magrathea announces a renewal, so that the switch breaks nothing.
+        type: list
+        elements: str
       name:
         description: Label for the results (defaults to C(host:port), or the URL).
         type: str
@@ -86,12 +94,33 @@ options:
     type: list
     elements: str
     default: [all]
+  expect:
+    description:
+      - V(trusted) (the default) checks that every required store trusts every endpoint.
+      - V(untrusted) checks the opposite after a removal; every required store must refuse the certificate of every endpoint.
+        A store refuses when the chain does not verify with its CA certificates; a store that trusts no CA at all refuses too.
+    type: str
+    choices: [trusted, untrusted]
+    default: trusted
+  expiry_warning_days:
+    description: Warn when a server certificate expires within this many days.
+    type: int
+    default: 30
+  proxy:
+    description:
+      - HTTP proxy (C(http://[user:password@]host:port)) for the V(https) endpoints, instead of E(https_proxy) and E(no_proxy).
+      - Its credentials are never shown.
+    type: str
+  use_proxy:
+    description: Whether V(https) endpoints may go through a proxy at all; V(false) connects directly whatever the environment says.
+    type: bool
+    default: true
   timeout:
     description: Seconds to wait for each connection and answer.
     type: float
     default: 10
 requirements:
-  - C(certutil) is needed only to read legacy (C(cert8.db)) NSS databases.
+  - C(certutil) is needed only to read legacy (C(cert8.db)) NSS databases
 seealso:
   - module: magrathea.secure.ca_trust
   - module: magrathea.secure.java_trust
@@ -124,6 +153,20 @@ EXAMPLES = r'''
   magrathea.secure.trust_check:
     endpoints: "{{ magrathea_endpoints }}"
     required: []
+
+- name: After removing the root, prove that no store trusts the services any more
+  magrathea.secure.trust_check:
+    endpoints: "{{ magrathea_endpoints }}"
+    expect: untrusted
+
+- name: Pin the REST certificate and its announced successor, through the office proxy
+  magrathea.secure.trust_check:
+    endpoints:
+      - url: https://restapi.magrathea.net:8443/v1/
+        fingerprint:
+          - "{{ rest_sha256_current }}"
+          - "{{ rest_sha256_next }}"
+    proxy: http://proxy.example:3128
 '''
 
 RETURN = r'''
@@ -153,8 +196,17 @@ endpoints:
       type: int
       returned: for https endpoints that answered
     fingerprint_matches:
-      description: Whether the server certificate matches the pinned fingerprint; null when none was pinned.
+      description: Whether the server certificate matches one of the pinned fingerprints; null when none was pinned.
       type: bool
+    not_after:
+      description: End of the server certificate's validity (UTC, ISO 8601).
+      type: str
+      returned: when the endpoint answered
+      sample: "2027-03-31T12:00:00Z"
+    days_left:
+      description: Whole days until the server certificate expires (negative once it has).
+      type: int
+      returned: when the endpoint answered
     error:
       description: Why the endpoint could not be reached, or the pin mismatch.
       type: str
@@ -171,6 +223,9 @@ results:
     endpoint:
       description: host:port.
       type: str
+    protocol:
+      description: tls, ftps or https.
+      type: str
     store:
       description: The store (bundle file, keystore or NSS database directory).
       type: str
@@ -180,6 +235,11 @@ results:
       type: str
     trusted:
       description: Whether the chain verified with only this store's CA certificates.
+      type: bool
+    refused:
+      description:
+        - Whether the store refused the server's certificate (the chain did not verify with its CA certificates, or it trusts
+          none). V(false) when it trusted it, and when the check could not tell (the endpoint or the store failed).
       type: bool
     required:
       description: Whether this store is required to trust.
@@ -195,8 +255,9 @@ untrusted:
   elements: dict
 problems:
   description:
-    - Every problem once, the rows of RV(table) - an endpoint that cannot be reached or does not match its pin
-      (from RV(endpoints), without C(store)), and each required store that does not trust a reachable endpoint (from RV(results)).
+    - Every problem once, the rows of RV(table) - an endpoint that cannot be reached or does not match its pins
+      (from RV(endpoints), without C(store)), and each required store that does not trust a reachable endpoint (from RV(results));
+      with O(expect=untrusted), each required store that still trusts one, or cannot show that it refuses it.
   returned: always
   type: list
   elements: dict
@@ -210,7 +271,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.magrathea.secure.plugins.module_utils._trust_check import Target, check, table
+from ansible_collections.magrathea.secure.plugins.module_utils._trust_check import EXPECTATIONS, Target, check, expiry_warnings, problems, table
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import TrustStoreError
 from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_java, _truststore_nss, _truststore_os
 
@@ -236,7 +297,7 @@ def main():
                 port=dict(type='int'),
                 protocol=dict(type='str', default='tls', choices=['tls', 'ftps', 'https']),
                 url=dict(type='str'),
-                fingerprint=dict(type='str'),
+                fingerprint=dict(type='list', elements='str'),
                 name=dict(type='str'),
             ), mutually_exclusive=[('url', 'host'), ('url', 'port')], required_one_of=[('url', 'host')]),
             stores=dict(type='list', elements='str', default=['system', 'java', 'nss'], choices=['system', 'java', 'nss']),
@@ -245,13 +306,17 @@ def main():
             users=dict(type='list', elements='str'),
             nssdbs=dict(type='list', elements='path'),
             required=dict(type='list', elements='str', default=['all']),
+            expect=dict(type='str', default='trusted', choices=list(EXPECTATIONS)),
+            expiry_warning_days=dict(type='int', default=30),
+            proxy=dict(type='str'),
+            use_proxy=dict(type='bool', default=True),
             timeout=dict(type='float', default=10.0),
         ),
         supports_check_mode=True,
     )
     params = module.params
     try:
-        targets = [Target.from_option(item) for item in params['endpoints']]
+        targets = [Target.from_option(item, params['proxy'], params['use_proxy']) for item in params['endpoints']]
     except ValueError as exc:
         module.fail_json(msg='endpoints: %s' % exc)
     try:
@@ -259,16 +324,18 @@ def main():
     except TrustStoreError as exc:
         module.fail_json(msg=str(exc))
     endpoints, results = check(targets, stores, params['required'], params['timeout'])
+    for warning in expiry_warnings(endpoints, params['expiry_warning_days']):
+        module.warn(warning)
     untrusted = [row for row in results if row['required'] and not row['trusted']]
-    reachable = set(row['name'] for row in endpoints if row.get('sha256'))
-    problems = [row for row in endpoints if row.get('error')] + [row for row in untrusted if row['name'] in reachable]
-    result = dict(changed=False, endpoints=endpoints, results=results, untrusted=untrusted, problems=problems,
-                  table=table(problems) if problems else '')
-    if problems:
-        module.fail_json(msg='%d problem(s) with %d endpoint(s) and %d store(s):\n%s' % (len(problems), len(endpoints), len(stores), result['table']),
+    found = problems(endpoints, results, params['expect'])
+    result = dict(changed=False, endpoints=endpoints, results=results, untrusted=untrusted, problems=found,
+                  table=table(found) if found else '')
+    if found:
+        module.fail_json(msg='%d problem(s) with %d endpoint(s) and %d store(s):\n%s' % (len(found), len(endpoints), len(stores), result['table']),
                          **result)
-    module.exit_json(msg='%d endpoint(s) trusted by %d required store(s)' % (len(endpoints), len({row['store'] for row in results if row['required']})),
-                     **result)
+    module.exit_json(msg='%d endpoint(s) %s by %d required store(s)' % (
+        len(endpoints), 'trusted' if params['expect'] == 'trusted' else 'refused', len({row['store'] for row in results if row['required']})),
+        **result)
 
 
 if __name__ == '__main__':

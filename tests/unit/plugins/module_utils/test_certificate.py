@@ -153,8 +153,19 @@ def test_leaf_message_names_the_issuer(authority):
         _certificate.validate_anchors(issued(authority))
 
 
-def test_intermediate_ca_is_a_ca(authority):
-    assert _certificate.validate_anchors(issued(authority, ca=True)) == []
+def test_intermediate_ca_is_refused_unless_allowed(authority):
+    intermediate = issued(authority, common_name='Magrathea Issuing CA', ca=True)
+    assert intermediate[0].is_ca and not intermediate[0].self_signed
+    with pytest.raises(CertificateError) as caught:
+        _certificate.validate_anchors(intermediate)
+    message = str(caught.value)
+    assert 'is not self-signed' in message and 'issuer: CN=Magrathea Test Root CA' in message and 'allow_intermediate' in message
+    warnings = _certificate.validate_anchors(intermediate, allow_intermediate=True)
+    assert len(warnings) == 1 and 'not a self-signed root' in warnings[0] and 'Python' in warnings[0]
+
+
+def test_roots_are_self_signed(authority):
+    assert _certificate.parse_certificates(pem(authority.certificate))[0].self_signed
 
 
 def test_expiring_soon_warns():
@@ -236,3 +247,68 @@ def test_reader_agrees_with_cryptography_on_every_system_root():
 def test_summary_holds_only_public_facts(authority):
     summary = _certificate.parse_certificates(pem(authority.certificate))[0].summary()
     assert set(summary) == {'subject', 'sha256', 'sha1', 'not_after'}
+
+
+def test_content_is_no_log_like_copy_content():
+    assert _certificate.trust_input_argument_spec()['content']['no_log'] is True
+
+
+def test_a_malformed_validity_is_described_not_echoed(authority):
+    body = bytearray(der(authority.certificate))
+    # Replace the digits of notAfter (UTCTime or GeneralizedTime) with text that is no time: the message must not repeat it.
+    start = bytes(body).index(authority.certificate.not_valid_after_utc.strftime('%y%m%d%H%M%S').encode())
+    body[start:start + 12] = b'SECRETSECRET'
+    with pytest.raises(CertificateError) as caught:
+        _certificate.parse_certificates(bytes(body), 'content')
+    assert 'SECRET' not in str(caught.value) and 'not a valid X.509 certificate' in str(caught.value)
+
+
+def test_private_key_alone_is_described(authority):
+    with pytest.raises(CertificateError) as caught:
+        _certificate.parse_certificates(pki.key_pem(authority.key), 'content')
+    message = str(caught.value)
+    assert 'a private key' in message
+    assert pki.key_pem(authority.key).decode().splitlines()[1][:16] not in message
+
+
+@pytest.mark.parametrize('kind, name, problem', [
+    ('file', 'magrathea-root-ca', None),
+    ('file', 'Mag_Root.2025+new', None),
+    ('file', 'new\nline', 'control character'),
+    ('file', 'a/b', 'letters, digits'),
+    ('file', '.hidden', 'letters, digits'),
+    ('file', '-rf', 'letters, digits'),
+    ('file', 'with space', 'letters, digits'),
+    ('file', '', 'empty'),
+    ('file', 'x' * 201, 'at most 200'),
+    ('alias', 'magrathea root ca', None),
+    ('alias', 'Zürich Root', None),
+    ('alias', '-J-version', "starts with '-'"),
+    ('alias', 'tab\there', 'control character'),
+    ('alias', 'c1\x85control', 'control character'),
+    ('nickname', 'Magrathea Root CA', None),
+    ('nickname', '-d', "starts with '-'"),
+    ('nickname', 'token:nick', "':'"),
+    ('nickname', 'line\rbreak', 'control character'),
+    ('nickname', ' padded', 'white space'),
+])
+def test_entry_name_rules(kind, name, problem):
+    found = _certificate.entry_name_problem(kind, name)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found
+
+
+def test_entry_names_are_checked_with_the_option_name():
+    with pytest.raises(CertificateError) as caught:
+        _certificate.check_entry_names('file', ['ok', 'new\nline'], 'name')
+    assert str(caught.value).startswith('name ') and 'nothing was changed' in str(caught.value).lower()
+
+
+def test_derived_nicknames_are_always_valid():
+    awkward = pki.CertificateAuthority('-Evil:Root\tCA')
+    anchors = _certificate.parse_certificates(pem(awkward.certificate))
+    for kind, label in (('nickname', True), ('alias', False), ('file', False)):
+        names = _certificate.entry_names(anchors, label=label)
+        assert _certificate.entry_name_problem(kind, names[0]) is None, names

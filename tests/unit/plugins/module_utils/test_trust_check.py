@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import socket
 import ssl
 import threading
@@ -196,3 +197,101 @@ def test_stores_with_the_same_certificates_share_one_handshake(authority, server
     endpoints, results = _trust_check.check([_trust_check.Target('localhost', servers['tls'].port)], twins, timeout=5)
     assert [row['trusted'] for row in results] == [True, True]
     assert servers['tls'].connections == 2  # the pin probe and one verified handshake for both stores
+
+
+def test_a_list_of_pins_matches_any_of_them(authority, servers):
+    prints = pki.fingerprints(servers['certificate'])
+    rotated = _trust_check.Target.from_option({'host': 'localhost', 'port': servers['tls'].port,
+                                               'fingerprint': ['AA:' * 31 + 'AA', prints['sha256']]})
+    stale = _trust_check.Target.from_option({'host': 'localhost', 'port': servers['tls'].port, 'fingerprint': ['AA:' * 31 + 'AA', 'BB' * 20]})
+    endpoints, dummy = _trust_check.check([rotated, stale], stores(authority)[:1], timeout=5)
+    assert endpoints[0]['fingerprint_matches'] is True and 'error' not in endpoints[0]
+    assert endpoints[1]['fingerprint_matches'] is False
+    assert 'SHA256 AA:AA' in endpoints[1]['error'] and 'SHA1 BB:BB' in endpoints[1]['error'] and prints['sha256'] in endpoints[1]['error']
+
+
+def test_days_until_the_server_certificate_expires(authority, tmp_path):
+    soon, key = authority.issue(not_after=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=10, hours=1))
+    server = Server(soon, key, tmp_path, 'tls')
+    try:
+        endpoints, dummy = _trust_check.check([_trust_check.Target('localhost', server.port, name='NTSAPI')], stores(authority)[:1], timeout=5)
+    finally:
+        server.close()
+    assert endpoints[0]['days_left'] == 10
+    assert endpoints[0]['not_after'] == soon.not_valid_after_utc.strftime('%Y-%m-%dT%H:%M:%SZ')
+    warnings = _trust_check.expiry_warnings(endpoints, 30)
+    assert len(warnings) == 1 and 'NTSAPI' in warnings[0] and 'expires in 10 days' in warnings[0]
+    assert _trust_check.expiry_warnings(endpoints, 5) == []
+
+
+def test_expect_untrusted_after_a_removal(authority, servers):
+    target = _trust_check.Target('localhost', servers['tls'].port)
+    endpoints, results = _trust_check.check([target], stores(authority), timeout=5)
+    untrusted = _trust_check.problems(endpoints, results, expect='untrusted')
+    assert sorted(row['store'] for row in untrusted) == ['/trusting', '/unreadable']
+    by_store = dict((row['store'], row) for row in untrusted)
+    assert 'still trusts' in by_store['/trusting']['error']
+    trusted = _trust_check.problems(endpoints, results, expect='trusted')
+    assert sorted(row['store'] for row in trusted) == ['/empty', '/other', '/unreadable']
+
+
+def test_expect_untrusted_is_not_proven_by_an_endpoint_that_is_down(authority):
+    listener = socket.create_server(('127.0.0.1', 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    endpoints, results = _trust_check.check([_trust_check.Target('localhost', port)], stores(authority)[:2], timeout=5)
+    rows = _trust_check.problems(endpoints, results, expect='untrusted')
+    assert len(rows) == 1 and 'cannot connect' in rows[0]['error'] and 'store' not in rows[0]
+
+
+def test_https_endpoints_go_through_the_environments_proxy(authority, servers, monkeypatch):
+    from ansible_collections.magrathea.secure.tests.unit.plugins.module_utils.test_tls import ConnectProxy
+    proxy = ConnectProxy()
+    try:
+        for name in ('https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY'):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv('https_proxy', 'http://127.0.0.1:%d' % proxy.port)
+        https = _trust_check.Target.from_option({'url': 'https://localhost:%d/' % servers['https'].port})
+        tls = _trust_check.Target.from_option({'host': 'localhost', 'port': servers['tls'].port})
+        endpoints, results = _trust_check.check([https, tls], stores(authority)[:1], timeout=5)
+        assert [row['trusted'] for row in results] == [True, True]
+        assert endpoints[0]['http_status'] == 204
+        tunnel = 'CONNECT localhost:%d ' % servers['https'].port
+        assert len(proxy.requests) == 2 and all(request.startswith(tunnel) for request in proxy.requests)  # pin probe, verified handshake
+        monkeypatch.setenv('no_proxy', 'localhost')
+        _trust_check.check([_trust_check.Target.from_option({'url': 'https://localhost:%d/' % servers['https'].port})], stores(authority)[:1],
+                           timeout=5)
+        assert len(proxy.requests) == 2
+        explicit = _trust_check.Target.from_option({'url': 'https://localhost:%d/' % servers['https'].port},
+                                                   proxy='http://127.0.0.1:%d' % proxy.port)
+        _trust_check.check([explicit], stores(authority)[:1], timeout=5)
+        assert len(proxy.requests) == 4
+        direct = _trust_check.Target.from_option({'url': 'https://localhost:%d/' % servers['https'].port},
+                                                 proxy='http://127.0.0.1:%d' % proxy.port, use_proxy=False)
+        _trust_check.check([direct], stores(authority)[:1], timeout=5)
+        assert len(proxy.requests) == 4
+    finally:
+        proxy.close()
+
+
+def module_documentation(name):
+    import importlib
+    import yaml
+    module = importlib.import_module('ansible_collections.magrathea.secure.plugins.modules.' + name)
+    return yaml.safe_load(module.DOCUMENTATION), yaml.safe_load(module.RETURN)
+
+
+def test_every_returned_key_is_documented(authority, servers):
+    dummy, returned = module_documentation('trust_check')
+    target = _trust_check.Target('localhost', servers['https'].port, 'https', fingerprint='AA' * 32)
+    endpoints, results = _trust_check.check([target], stores(authority), timeout=5)
+    assert set().union(*(set(row) for row in results)) <= set(returned['results']['contains'])
+    assert set().union(*(set(row) for row in endpoints)) <= set(returned['endpoints']['contains'])
+
+
+@pytest.mark.parametrize('name', ['ca_trust', 'java_trust', 'browser_trust', 'trust_check'])
+def test_requirements_render_as_one_list(name):
+    """ansible-doc joins the requirements with ', ': an item that ends with a full stop reads as '...)., Root privileges'."""
+    documentation, dummy = module_documentation(name)
+    for requirement in documentation.get('requirements', []):
+        assert not requirement.rstrip().endswith('.'), requirement

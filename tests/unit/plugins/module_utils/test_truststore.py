@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import stat
@@ -13,7 +14,7 @@ import pytest
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import parse_certificates
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import (
-    CommandRunner, Holding, ToolNotFound, TrustStore, TrustStoreError, converge, failure_message, find_tool, write_public_file,
+    CommandRunner, Holding, ToolNotFound, TrustStore, TrustStoreError, converge, failure_message, find_tool, store_error, write_public_file,
 )
 from ansible_collections.magrathea.secure.sandbox import pki
 
@@ -127,6 +128,21 @@ def test_write_public_file_replaces_atomically_and_names_the_path_on_failure(tmp
     assert [path.name for path in target.parent.iterdir()] == ['magrathea.crt']  # no temporary file left behind
     blocked = tmp_path / 'a-file' / 'magrathea.crt'
     (tmp_path / 'a-file').write_text('')
-    with pytest.raises(TrustStoreError, match='cannot write %s' % blocked) as caught:
+    with pytest.raises(OSError) as caught:
         write_public_file(str(blocked), 'x')
-    assert caught.value.cause == 'permission'
+    error = store_error(caught.value)  # what the one error boundary of converge makes of it
+    assert isinstance(error, TrustStoreError) and str(tmp_path / 'a-file') in str(error)
+
+
+@pytest.mark.parametrize('number, cause, hint', [
+    (errno.EACCES, 'permission', 'run the task with become'),
+    (errno.EROFS, 'read_only', 'read-only'),
+    (errno.ENOSPC, 'no_space', 'free space'),
+    (errno.EIO, 'os_error', 'check that file'),
+])
+def test_store_error_names_the_file_the_reason_and_the_next_step(number, cause, hint):
+    error = store_error(OSError(number, os.strerror(number), '/etc/firefox/policies/policies.json'))
+    assert error.cause == cause
+    assert str(error).startswith('/etc/firefox/policies/policies.json: %s; ' % os.strerror(number)) and hint in str(error)
+    same = TrustStoreError('as it was', cause='conflict')
+    assert store_error(same) is same

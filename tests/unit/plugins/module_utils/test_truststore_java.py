@@ -262,3 +262,80 @@ def test_discovered_store_uses_its_own_jdks_keytool(tmp_path):
     home = make_jdk(jvm, 'jdk-x', link_to=str(tmp_path / 'cacerts'))
     store = _truststore_java.discover(jvm_dirs=[str(jvm)], alternatives=[])[0]
     assert store.keytool_candidates[0] == os.path.join(home, 'bin', 'keytool')
+
+
+@pytest.mark.parametrize('mac, password', [('HmacPBESHA256', PASSWORD), ('HmacPBESHA1', PASSWORD), ('HmacPBESHA512', PASSWORD),
+                                           ('HmacPBESHA256', 'a much longer password that runs well past one hash block of 64 bytes')])
+def test_pkcs12_password_is_checked_by_its_mac(tmp_path, ca, mac, password):
+    path = str(tmp_path / 'app.p12')
+    env = dict(os.environ, KSPASS=password, LC_ALL='C.UTF-8')
+    subprocess.run([KEYTOOL, '-importcert', '-noprompt', '-alias', 'mag', '-file', ca[1], '-keystore', path, '-storetype', 'PKCS12',
+                    '-J-Dkeystore.pkcs12.macAlgorithm=' + mac, '-storepass:env', 'KSPASS'], env=env, check=True, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE)
+    data = open(path, 'rb').read()
+    assert _truststore_java.pkcs12_password_matches(data, password) is True
+    assert _truststore_java.pkcs12_password_matches(data, 'not-it') is False
+    assert _truststore_java.pkcs12_password_matches(data[:40], PASSWORD) is None
+
+
+def test_pkcs12_without_a_mac_takes_any_password(tmp_path, ca):
+    path = str(tmp_path / 'cacerts.p12')
+    keytool('-importcert', '-noprompt', '-alias', 'mag', '-file', ca[1], '-keystore', path, '-storetype', 'PKCS12',
+            '-J-Dkeystore.pkcs12.certProtectionAlgorithm=NONE', '-J-Dkeystore.pkcs12.macAlgorithm=NONE')
+    assert _truststore_java.pkcs12_password_matches(open(path, 'rb').read(), 'anything') is True
+
+
+class LocalisedKeytool(CommandRunner):
+    """keytool answering in another language, as it does under another locale: no English word to look for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, argv, data=None, env=None, user=None):
+        self.calls.append(list(argv))
+        return 1, '', 'Keytool-Fehler: java.io.IOException: Schlüsselspeicher wurde manipuliert, oder Kennwort ist falsch\n'
+
+
+def test_pkcs12_wrong_password_is_recognised_whatever_keytool_says(stores, ca, tmp_path, monkeypatch):
+    monkeypatch.setattr(_truststore_java, 'read_pkcs12', lambda data, password: None)  # as without cryptography
+    runner = LocalisedKeytool()
+    store = _truststore_java.JavaKeystore(copy(stores, 'PKCS12', tmp_path), 'wrong-password', keytool=KEYTOOL, runner=runner)
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'present')
+    assert results[0]['cause'] == 'wrong_password' and 'wrong-password' not in results[0]['msg']
+    assert runner.calls == []  # decided from the keystore's own integrity MAC, before any keytool
+
+
+def test_managed_store_that_still_trusts_after_a_removal_says_so(stores, ca, tmp_path):
+    store = _truststore_java.JavaKeystore(copy(stores, 'JKS', tmp_path), PASSWORD, keytool='/nonexistent/keytool')
+    store.managed_by = 'magrathea.secure.ca_trust'  # as for /etc/ssl/certs/java/cacerts
+    before = open(store.path, 'rb').read()
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'absent')
+    assert not changed and results[0]['status'] == 'managed' and results[0]['trusted'] is True
+    assert 'still trusts' in results[0]['msg'] and 'magrathea.secure.ca_trust with state=absent' in results[0]['msg']
+    assert open(store.path, 'rb').read() == before
+
+
+def test_os_store_password_comes_from_ca_certificates_java_settings(tmp_path):
+    settings = tmp_path / 'cacerts'
+    assert _truststore_java.os_store_password(str(settings)) == 'changeit'
+    settings.write_text('# defaults for ca-certificates-java\n#storepass=\'\'\ncacerts_updates=yes\n')
+    assert _truststore_java.os_store_password(str(settings)) == 'changeit'
+    settings.write_text('storepass="s3cret-store"\ncacerts_updates=yes\n')
+    assert _truststore_java.os_store_password(str(settings)) == 's3cret-store'
+
+
+def test_managed_store_is_read_without_the_tasks_password(stores, ca, tmp_path):
+    """A task's keystore_password is for its own keystores: the managed store it only reports on must not fail with it."""
+    store = _truststore_java.JavaKeystore(copy(stores, 'JKS', tmp_path), 'the-apps-password', keytool='/nonexistent/keytool')
+    store.managed_by = 'magrathea.secure.ca_trust'
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'absent')
+    assert results[0]['status'] == 'managed' and results[0]['trusted'] is True
+
+
+def test_unreadable_managed_store_is_still_reported_as_managed(tmp_path, ca):
+    path = tmp_path / 'cacerts'
+    path.write_bytes(b'\xfe\xed\xfe\xed' + b'\x00' * 8)  # a JKS cut short
+    store = _truststore_java.JavaKeystore(str(path), PASSWORD)
+    store.managed_by = 'magrathea.secure.ca_trust'
+    results, changed, dummy = converge([store], [ca[0]], ['mag'], 'absent')
+    assert results[0]['status'] == 'managed' and results[0]['trusted'] is False and 'could not be read' in results[0]['msg']

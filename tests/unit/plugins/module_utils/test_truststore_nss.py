@@ -15,7 +15,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_nss
+from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_firefox, _truststore_nss, _truststore_users
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import parse_certificates
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import CommandRunner, converge
 from ansible_collections.magrathea.secure.sandbox import pki
@@ -252,7 +252,7 @@ def test_local_users_and_selection(tmp_path):
         homes[name].mkdir()
     passwd = [fake_user('root', str(homes['root']), 0, 0), fake_user('alice', str(homes['alice']), 2001, 2001),
               fake_user('daemon', str(homes['daemon']), 1, 1), fake_user('ghost', str(homes['ghost']), 2002, 2002)]
-    assert [user.pw_name for user in _truststore_nss.local_users(passwd, str(defs))] == ['root', 'alice']
+    assert [user.pw_name for user in _truststore_users.local_users(passwd, str(defs))] == ['root', 'alice']
     with pytest.raises(_truststore_nss.TrustStoreError, match='user carol does not exist'):
         _truststore_nss.discover(users=['carol'], passwd=passwd)
 
@@ -272,30 +272,149 @@ def policy_fixture(tmp_path):
 
 
 def test_firefox_policy_merges_and_removes_only_ours(policy, ca):
-    results, changed, dummy = converge([_truststore_nss.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'present')
+    results, changed, dummy = converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'present')
     assert changed
     document = json.loads(policy.read_text())
     ours = str(policy.parent / 'certificates' / 'magrathea-root.pem')
     assert document == {'policies': {'DisableTelemetry': True, 'Certificates': {'Install': ['other.der', ours]}}}
     assert open(ours).read() == ca[0].pem and os.stat(ours).st_mode & 0o777 == 0o644
-    assert not converge([_truststore_nss.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'present')[1]
-    results, changed, dummy = converge([_truststore_nss.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'absent')
+    assert not converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'present')[1]
+    results, changed, dummy = converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['Magrathea Root'], 'absent')
     assert changed and not os.path.exists(ours)
     assert json.loads(policy.read_text()) == {'policies': {'DisableTelemetry': True, 'Certificates': {'Install': ['other.der']}}}
 
 
 def test_firefox_policy_created_when_missing(tmp_path, ca):
     path = tmp_path / 'etc' / 'firefox' / 'policies' / 'policies.json'
-    converge([_truststore_nss.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'present')
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'present')
     assert json.loads(path.read_text())['policies']['Certificates']['Install'] == [str(path.parent / 'certificates' / 'm.pem')]
-    converge([_truststore_nss.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'absent')
-    assert json.loads(path.read_text()) == {'policies': {}}
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'absent')
+    assert not os.path.exists(tmp_path / 'etc')  # everything it created, and nothing else was there
 
 
 @pytest.mark.parametrize('text', ['{"policies": {"DisableTelemetry": true,}}', '["not", "an", "object"]',
                                   '{"policies": {"Certificates": {"Install": "one.pem"}}}'])
 def test_broken_firefox_policy_is_left_alone(policy, ca, text):
     policy.write_text(text)
-    results, changed, dummy = converge([_truststore_nss.FirefoxPolicy(str(policy))], [ca[0]], ['M'], 'present')
+    results, changed, dummy = converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['M'], 'present')
     assert results[0]['cause'] == 'invalid_policy' and not changed
     assert policy.read_text() == text
+
+
+def test_flatpak_browsers_are_discovered_like_snaps(tmp_path):
+    home = tmp_path / 'carol'
+    chromium = home / '.var/app/org.chromium.Chromium/.pki/nssdb'
+    chromium_xdg = home / '.var/app/com.google.Chrome/data/pki/nssdb'
+    for path in (chromium, chromium_xdg):
+        path.mkdir(parents=True)
+        (path / 'cert9.db').write_bytes(b'')
+    firefox_xdg = home / '.var/app/org.mozilla.firefox/config/mozilla/firefox'
+    (firefox_xdg / 'p.default').mkdir(parents=True)
+    (firefox_xdg / 'p.default' / 'cert9.db').write_bytes(b'')
+    (firefox_xdg / 'profiles.ini').write_text('[Profile0]\nPath=p.default\n')
+    (home / '.var/app/org.gnome.Calculator/data').mkdir(parents=True)
+    found = _truststore_nss.user_databases(fake_user('carol', str(home)))
+    assert found == [
+        (str(chromium_xdg), 'chromium-flatpak'),
+        (str(chromium), 'chromium-flatpak'),
+        (str(firefox_xdg / 'p.default'), 'firefox-flatpak'),
+    ]
+
+
+class SqliteLock:
+    """Another process holding an exclusive lock on a database file, as a running program can."""
+
+    def __init__(self, path):
+        self.proc = subprocess.Popen(['python3', '-c', 'import sqlite3, sys, time\n'
+                                      'c = sqlite3.connect(sys.argv[1], isolation_level=None)\n'
+                                      'c.execute("BEGIN EXCLUSIVE"); print("locked", flush=True); time.sleep(60)', path],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == 'locked'
+
+    def release(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.mark.parametrize('state', ['present', 'absent'])
+def test_a_database_in_use_is_reported_as_in_use_not_corrupt(world, ca, state):
+    database = new_database(world)
+    if state == 'absent':
+        certutil(database, '-A', '-n', 'Magrathea Root', '-t', 'C,,', '-a', data=ca[0].pem.encode())
+    lock = SqliteLock(os.path.join(database, 'cert9.db'))
+    try:
+        results, changed, dummy = converge([_truststore_nss.NssDatabase(database)], [ca[0]], ['Magrathea Root'], state)
+    finally:
+        lock.release()
+    assert results[0]['status'] == 'failed' and results[0]['cause'] == 'in_use' and not changed
+    assert 'in use by another process' in results[0]['msg'] and 'corrupt' not in results[0]['msg']
+    assert 'start the browser' not in results[0]['msg']
+
+
+def test_a_write_to_a_database_in_use_is_reported_as_in_use(world, ca):
+    database = new_database(world)
+    store = _truststore_nss.NssDatabase(database)
+    assert store.entries() == []  # read before the lock: the write meets it
+    lock = SqliteLock(os.path.join(database, 'key4.db'))
+    try:
+        with pytest.raises(_truststore_nss.TrustStoreError) as caught:
+            store.install(ca[0], 'Magrathea Root')
+    finally:
+        lock.release()
+    assert caught.value.cause == 'in_use', str(caught.value)
+
+
+def test_firefox_policy_removal_leaves_nothing_it_created(tmp_path, ca):
+    etc = tmp_path / 'etc'
+    etc.mkdir()
+    path = etc / 'firefox' / 'policies' / 'policies.json'
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'present')
+    assert path.exists()
+    results, changed, dummy = converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'absent')
+    assert changed and results[0]['status'] == 'absent'
+    assert os.listdir(etc) == []
+    results, changed, dummy = converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'absent')
+    assert not changed and os.listdir(etc) == []
+
+
+def test_firefox_policy_removal_keeps_what_others_wrote(tmp_path, ca):
+    path = tmp_path / 'firefox' / 'policies' / 'policies.json'
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'present')
+    document = json.loads(path.read_text())
+    document['policies']['DisableTelemetry'] = True  # an administrator adds a policy after us
+    path.write_text(json.dumps(document))
+    (path.parent / 'README').write_text('kept\n')
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'absent')
+    assert json.loads(path.read_text()) == {'policies': {'DisableTelemetry': True}}
+    assert sorted(os.listdir(path.parent)) == ['README', 'policies.json']
+
+
+def test_an_empty_policy_file_someone_else_wrote_stays(policy, ca):
+    policy.write_text('{"policies": {}}\n')
+    converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['M'], 'present')
+    converge([_truststore_firefox.FirefoxPolicy(str(policy))], [ca[0]], ['M'], 'absent')
+    assert json.loads(policy.read_text()) == {'policies': {}}
+
+
+def test_an_os_error_in_one_store_does_not_stop_the_others(world, ca, tmp_path, monkeypatch):
+    """state=absent runs the stores in reverse: the policy fails first, the database after it is still cleaned."""
+    database = new_database(world)
+    certutil(database, '-A', '-n', 'Magrathea Root', '-t', 'C,,', '-a', data=ca[0].pem.encode())
+    path = tmp_path / 'policies' / 'policies.json'
+    converge([_truststore_firefox.FirefoxPolicy(str(path))], [ca[0]], ['M'], 'present')
+    ours = str(path.parent / 'certificates' / 'm.pem')
+    real_unlink = os.unlink
+
+    def unlink(target, *args, **kwargs):
+        if str(target) == ours:
+            raise OSError(16, 'Device or resource busy', ours)  # what a busy or immutable file gives even root
+        return real_unlink(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'unlink', unlink)
+    stores = [_truststore_nss.NssDatabase(database), _truststore_firefox.FirefoxPolicy(str(path))]
+    results, changed, dummy = converge(stores, [ca[0]], ['M'], 'absent')
+    by_kind = dict((result['kind'], result) for result in results)
+    assert by_kind['firefox_policy']['status'] == 'failed' and ours in by_kind['firefox_policy']['msg']
+    assert 'Device or resource busy' in by_kind['firefox_policy']['msg']
+    assert by_kind['nss']['status'] == 'absent' and changed
+    assert _truststore_nss.read_sql_database(database) == []

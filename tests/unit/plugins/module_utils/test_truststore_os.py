@@ -220,3 +220,68 @@ def test_missing_tool_error_is_tool_not_found(box):
     box.family.refresh = (('/nonexistent/tool',), [])
     with pytest.raises(ToolNotFound):
         box.store().prepare()
+
+
+# Stand-in for Debian's update-ca-certificates with ca-certificates-java's hook: the hook only ever receives "+" lines
+# (update-ca-certificates --fresh re-adds every remaining anchor and reports no removal), so it imports and never deletes.
+JAVA_HOOK = '''
+for crt in {root}/anchors/*.crt; do
+    [ -f "$crt" ] || continue
+    alias="debian:$(basename "$crt" .crt | tr A-Z a-z).pem"
+    {keytool} -list -alias "$alias" -keystore {root}/java-cacerts -storepass changeit >/dev/null 2>&1 ||
+        {keytool} -importcert -noprompt -alias "$alias" -file "$crt" -keystore {root}/java-cacerts -storetype JKS \\
+            -storepass changeit >/dev/null 2>&1
+done
+'''
+KEYTOOL = '/usr/lib/jvm/java-17-openjdk-amd64/bin/keytool'
+
+
+@pytest.fixture(name='debian')
+def debian_fixture(tmp_path):
+    """The Sandbox with a Java store that the refresh fills the way ca-certificates-java does."""
+    box = Sandbox(tmp_path)
+    tool = tmp_path / 'update-ca-certificates'
+    tool.write_text(tool.read_text().replace('exit 0\n', JAVA_HOOK.format(root=tmp_path, keytool=KEYTOOL) + 'exit 0\n'))
+    subprocess.run([KEYTOOL, '-importcert', '-noprompt', '-alias', 'debian:public.pem', '-file', str(tmp_path / 'dist' / 'public.pem'),
+                    '-keystore', str(tmp_path / 'java-cacerts'), '-storetype', 'JKS', '-storepass', 'changeit'], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    box.family.java_stores = (str(tmp_path / 'java-cacerts'),)
+    return box
+
+
+def java_sha256s(box):
+    from ansible_collections.magrathea.secure.plugins.module_utils._truststore_java import read_jks
+    return [entry.sha256 for entry in read_jks((box.root / 'java-cacerts').read_bytes(), 'changeit')]
+
+
+def test_debian_family_knows_its_java_store():
+    assert _truststore_os.FAMILIES['debian'].java_stores == ('/etc/ssl/certs/java/cacerts',)
+
+
+def test_removal_also_empties_the_java_store_the_os_generates(debian, anchor):
+    results, changed, dummy = converge([debian.store()], [anchor], ['mag'], 'present')
+    assert changed and anchor.sha256 in java_sha256s(debian)  # the hook imported it as debian:mag.pem
+    results, changed, dummy = converge([debian.store(check_mode=True)], [anchor], ['mag'], 'absent')
+    assert changed and anchor.sha256 in java_sha256s(debian)
+    java_entry = '%s (debian:mag.pem)' % (debian.root / 'java-cacerts')
+    assert java_entry in [change.get('entry') for change in results[0]['changes']]
+    results, changed, dummy = converge([debian.store()], [anchor], ['mag'], 'absent')
+    assert changed and results[0]['status'] == 'absent', results[0].get('msg')
+    assert anchor.sha256 not in java_sha256s(debian) and len(java_sha256s(debian)) == 1
+    assert java_entry in [change.get('entry') for change in results[0]['changes']]
+    results, changed, dummy = converge([debian.store()], [anchor], ['mag'], 'absent')
+    assert not changed
+
+
+def test_removal_finds_the_java_entry_by_fingerprint_alone(debian, anchor, tmp_path):
+    """A store left behind by an earlier removal: no anchor file, not in the bundle, in the Java store under any alias."""
+    pem_file = tmp_path / 'loose.pem'
+    pem_file.write_text(anchor.pem)
+    subprocess.run([KEYTOOL, '-importcert', '-noprompt', '-alias', 'debian:renamed-long-ago.pem', '-file', str(pem_file),
+                    '-keystore', str(debian.root / 'java-cacerts'), '-storetype', 'JKS', '-storepass', 'changeit'], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert debian.store().state(anchor, 'mag') == 'absent'  # the system bundle does not trust it
+    results, changed, dummy = converge([debian.store()], [anchor], ['mag'], 'absent')
+    assert changed and anchor.sha256 not in java_sha256s(debian)
+    assert [change['entry'] for change in results[0]['changes']] == ['%s (debian:renamed-long-ago.pem)' % (debian.root / 'java-cacerts')]
+    assert not converge([debian.store()], [anchor], ['mag'], 'absent')[1]
