@@ -25,7 +25,6 @@ import zipfile
 
 import pytest
 
-from sandbox import vsftpd as vsftpd_module
 from sandbox.cdr import KNOWN_COLUMNS, generate_cdr_files
 from sandbox.ftps import HOSTILE_NAMES, EmbeddedFtpsServer
 from sandbox.pki import write_server_pki
