@@ -25,8 +25,8 @@ description:
     (never more than 10), waiting 1, 2, 4... seconds in between, or what C(Retry-After) asks, but never less than 1 and
     never more than 10 seconds. A run therefore sends at most O(retries) + 1 requests, and never more than 11.
     A refused login (HTTP 401), HTTP 403 and 404, other errors, certificate and pin failures are never retried.
-  - B(Refused before any connection), with a message that names the option and never repeats a password, are
-    an O(account) other than 1 to 64 ASCII letters, digits, V(+), V(-) and V(_) (for example one that ends in a line break);
+  - B(Checked before any connection.) The task fails, with a message that names the option and never repeats a
+    password, for an O(account) other than 1 to 64 ASCII letters, digits, V(+), V(-) and V(_) (for example one that ends in a line break);
     a O(username) or O(password) with a control character or anything beyond ASCII, or a O(username) holding V(:),
     which HTTP Basic authentication cannot carry; a O(url) that is not C(https://), holds credentials, a query or a fragment;
     a O(timeout) of 0 or less; O(retries) outside 0 to 10; a O(min_funds) that is not a plain decimal number;

@@ -23,6 +23,7 @@ import pytest
 
 from ansible_collections.magrathea.secure.plugins.module_utils import _rest, _retry, _tls
 from ansible_collections.magrathea.secure.sandbox import pki
+from ansible_collections.magrathea.secure.tests.unit.plugins.module_utils.test_tls import ConnectProxy
 
 USER, PASSWORD, ACCOUNT = 'rest-user', 'rest-secret-Zq9', 'MAG000001'
 TOKEN = base64.b64encode(('%s:%s' % (USER, PASSWORD)).encode()).decode()
@@ -562,25 +563,18 @@ def test_malformed_json_is_a_clear_error(serve, ca_file):
     assert 'not JSON' in message and 'text/html' in message and 'Service temporarily unavailable' in message
 
 
-def test_not_found_says_what_to_check(serve, ca_file):
-    server = serve(json_reply(404, {'error': 'Not found'}), json_reply(200, BALANCE))
+@pytest.mark.parametrize('status, error, next_step', [
+    (404, 'Not found', "check the account number (MAG000001) and that the REST user may read it"),
+    (403, 'Forbidden', "the REST user lacks the 'balance' permission for MAG000001"),
+])
+def test_not_found_and_forbidden_say_what_to_do(serve, ca_file, status, error, next_step):
+    server = serve(json_reply(status, {'error': error}), json_reply(200, BALANCE))
     with client_for(server, ca_file) as client:
         with pytest.raises(_rest.RestError) as caught:
             client.balance(ACCOUNT)
     message = str(caught.value)
-    assert caught.value.status == 404 and 'HTTP 404: Not found' in message
-    assert 'check the account number (%s)' % ACCOUNT in message and 'may read it' in message and 'account/services' in message
-    assert len(server.requests) == 1
-
-
-def test_forbidden_names_the_permission(serve, ca_file):
-    server = serve(json_reply(403, {'error': 'Forbidden'}), json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_rest.RestError) as caught:
-            client.balance(ACCOUNT)
-    message = str(caught.value)
-    assert caught.value.status == 403 and 'HTTP 403: Forbidden' in message
-    assert "'balance' permission" in message and 'account/services' in message and ACCOUNT in message
+    assert caught.value.status == status and 'HTTP %d: %s' % (status, error) in message
+    assert next_step in message and 'GET account/services lists' in message
     assert len(server.requests) == 1
 
 
@@ -799,59 +793,12 @@ def test_a_missing_ca_file_is_found_before_connecting(serve):
 # -- proxies ------------------------------------------------------------------------------------
 
 
-class TunnelProxy:
-    """An HTTP proxy on loopback that opens CONNECT tunnels and records each CONNECT request."""
-
-    def __init__(self):
-        self.listener = socket.create_server(('127.0.0.1', 0))
-        self.port = self.listener.getsockname()[1]
-        self.connects = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self):
-        return 'http://127.0.0.1:%d' % self.port
-
-    def _accept(self):
-        while True:
-            try:
-                client, dummy = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
-
-    def _tunnel(self, client):
-        head = b''
-        while b'\r\n\r\n' not in head:
-            head += client.recv(1024)
-        self.connects.append(head.decode('latin-1'))
-        host, port = head.split()[1].decode().rsplit(':', 1)
-        with socket.create_connection((host, int(port))) as upstream:
-            client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
-            relay = threading.Thread(target=self._relay, args=(upstream, client), daemon=True)
-            relay.start()
-            self._relay(client, upstream)
-            relay.join(5)
-        client.close()
-
-    @staticmethod
-    def _relay(source, sink):
-        try:
-            for data in iter(lambda: source.recv(65536), b''):
-                sink.sendall(data)
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self):
-        self.listener.close()
-
-
 @pytest.fixture(name='proxy')
 def proxy_fixture(monkeypatch):
     for name in ('https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY', 'http_proxy', 'HTTP_PROXY', 'all_proxy', 'ALL_PROXY'):
         monkeypatch.delenv(name, raising=False)
-    proxy = TunnelProxy()
+    proxy = ConnectProxy()
+    proxy.url = 'http://127.0.0.1:%d' % proxy.port
     yield proxy
     proxy.close()
 
@@ -866,9 +813,9 @@ def test_through_a_proxy(serve, ca_file, proxy, monkeypatch, how):
         monkeypatch.setenv('https_proxy', proxy.url)
     with client_for(server, ca_file, **options) as client:
         assert client.balance(ACCOUNT).funds == Decimal('125.50')
-    assert [connect.split('\r\n')[0] for connect in proxy.connects] == ['CONNECT localhost:%d HTTP/1.1' % server.port]
+    assert [connect.split('\r\n')[0] for connect in proxy.requests] == ['CONNECT localhost:%d HTTP/1.1' % server.port]
     # The proxy saw the tunnel, never the request inside it.
-    assert TOKEN not in proxy.connects[0]
+    assert TOKEN not in proxy.requests[0]
 
 
 @pytest.mark.parametrize('setting', [{'no_proxy': 'localhost'}, {'use_proxy': False}])
@@ -879,7 +826,7 @@ def test_no_proxy_and_use_proxy_false_connect_directly(serve, ca_file, proxy, mo
     server = serve(json_reply(200, BALANCE))
     with client_for(server, ca_file, use_proxy=setting.get('use_proxy', True)) as client:
         assert client.balance(ACCOUNT).funds == Decimal('125.50')
-    assert proxy.connects == [] and len(server.requests) == 1
+    assert proxy.requests == [] and len(server.requests) == 1
 
 
 def test_a_proxy_that_is_down_is_named_without_its_password(serve, ca_file):

@@ -222,7 +222,7 @@ def test_documentation_matches_the_client():
     assert options['proxy']['type'] == 'str' and options['use_proxy']['default'] is True
     text = balance_info.DOCUMENTATION
     assert 'requests' not in ' '.join(documented('DOCUMENTATION')['requirements'])
-    for promise in ('B(Deadline.)', 'never more than 11', 'B(Refused before any connection)', 'more than 12 digits', '1 MiB'):
+    for promise in ('B(Deadline.)', 'never more than 11', 'B(Checked before any connection.)', 'more than 12 digits', '1 MiB'):
         assert promise in text
     assert _rest.call_seconds(30, 2) == 110 and '(110 seconds with the defaults)' in ' '.join(text.split())
     assert _rest.MAX_REQUESTS == 11 and _rest.MAX_WHOLE_DIGITS == 12 and _rest.MAX_BODY == 1024 * 1024
