@@ -94,4 +94,3 @@ def server_text(text, secrets=(), limit=PREVIEW_LIMIT):
     if len(text) > limit:
         text = text[:limit] + '...'
     return text
-
