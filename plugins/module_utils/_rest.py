@@ -137,7 +137,7 @@ def url_secrets(url):
         password = urlsplit(url.strip()).password
     except ValueError:
         return []
-    return [form for form in {password, unquote(password or '')} if form]
+    return sorted(form for form in (password, unquote(password or '')) if form)
 
 
 def rest_path(template, **parameters):
