@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from decimal import Decimal
 
 import pytest
+import yaml
 
 from ansible.module_utils.testing import patch_module_args
 
@@ -58,7 +60,7 @@ def test_reads_the_balance(monkeypatch, capsys):
     assert code == 0 and client.accounts == ['MAG000001']
     assert result['changed'] is False and result['low_funds'] is False and 'min_funds' not in result
     assert result['balance'] == {'account': 'MAG000001', 'funds': '125.50', 'funds_number': 125.5, 'promofunds': '10.00',
-                                 'promofunds_number': 10, 'total': '135.50', 'total_number': 135.5}
+                                 'promofunds_number': 10.0, 'total': '135.50', 'total_number': 135.5}
     assert result['url'] == 'https://rest.example:8443/v1/'
 
 
@@ -89,7 +91,7 @@ def test_promotional_funds_count_when_asked(monkeypatch, capsys):
 
 def test_bad_threshold_is_explained_before_connecting(monkeypatch, capsys):
     code, result, client = run(monkeypatch, capsys, {'min_funds': 'plenty'})
-    assert code == 1 and 'not a decimal number' in result['msg'] and client.accounts == []
+    assert code == 1 and 'min_funds is \'plenty\', not a plain decimal amount' in result['msg'] and client.accounts == []
 
 
 def test_client_errors_become_the_message(monkeypatch, capsys):
@@ -112,18 +114,19 @@ def test_account_comes_from_the_environment(monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)['balance']['account'] == 'MAG424242'
 
 
-def test_missing_requests_is_reported(monkeypatch, capsys):
-    monkeypatch.setattr(balance_info, 'HAS_REQUESTS', False)
-    code, result, client = run(monkeypatch, capsys, {})
-    assert code == 1 and 'requests' in result['msg'] and client.accounts == []
-
-
 @pytest.mark.parametrize('args, message', [
     ({'url': 'http://rest.example/v1/'}, 'must start with https://'),
     ({'url': 'https://u:p@rest.example/v1/'}, 'holds credentials'),
     ({'fingerprint': 'abc'}, 'has 3 hex digits'),
-    ({'retries': -1}, 'retries must be 0 or more'),
+    ({'retries': -1}, 'retries must be a whole number from 0 to 10'),
+    ({'retries': 11}, 'retries must be a whole number from 0 to 10'),
+    ({'timeout': 0}, 'timeout must be more than 0'),
+    ({'timeout': -1}, 'timeout must be more than 0'),
     ({'password': ''}, 'needs username and password'),
+    ({'username': 'rest:user'}, 'holds a ":"'),
+    ({'password': 'r\u00e9st-secret'}, 'password (MAGRATHEA_REST_PASSWORD) holds a character outside ASCII'),
+    ({'proxy': 'socks5://proxy.example:1080'}, 'proxy must be an http://'),
+    ({'ca_path': '/nonexistent/ca.pem'}, 'does not exist'),
 ])
 def test_bad_options_are_explained(capsys, args, message):
     with patch_module_args(dict(ARGS, **args)):
@@ -131,3 +134,95 @@ def test_bad_options_are_explained(capsys, args, message):
             balance_info.main()
     result = json.loads(capsys.readouterr().out)
     assert caught.value.code == 1 and message in result['msg']
+    assert 'r\u00e9st-secret' not in result['msg']
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'account': 'MAG000001\n'}, "account 'MAG000001\\n' holds a line break"),
+    ({'account': 'MAG 1'}, 'account \'MAG 1\' holds white space'),
+    ({'min_funds': '1_000'}, 'min_funds is \'1_000\', not a plain decimal amount'),
+    ({'min_funds': '\u0661\u0660'}, 'not a plain decimal amount'),
+    ({'min_funds': '1e5000'}, 'implausible'),
+])
+def test_account_and_threshold_are_checked_before_connecting(monkeypatch, capsys, args, message):
+    code, result, client = run(monkeypatch, capsys, args)
+    assert code == 1 and message in result['msg'] and client.accounts == []
+
+
+@pytest.mark.parametrize('args, secret', [
+    ({'url': 'https://billing:url-Secret-77@rest.example/v1/'}, 'url-Secret-77'),
+    ({'url': 'https://billing:url%3ASecret@rest.example/v1/'}, 'url%3ASecret'),
+    ({'url': 'https://billing:url%3ASecret@rest.example/v1/'}, 'url:Secret'),
+    ({'proxy': 'http://proxyuser:proxy-Secret-88@proxy.example:3128', 'timeout': 0}, 'proxy-Secret-88'),
+    ({'proxy': 'http://proxyuser:proxy-Secret-99@proxy.example:3128', 'validate_certs': False, 'min_funds': 'x'}, 'proxy-Secret-99'),
+])
+def test_a_password_in_a_url_is_in_no_output(capsys, args, secret):
+    with patch_module_args(dict(ARGS, **args)):
+        with pytest.raises(SystemExit) as caught:
+            balance_info.main()
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    assert caught.value.code == 1 and result['failed'] is True
+    # The module's arguments (shown at -vvv) are part of the output.
+    assert 'invocation' in result
+    assert secret not in out and 'rest-secret-Zq9' not in out
+
+
+def test_the_basic_token_is_in_no_output(monkeypatch, capsys):
+    token = base64.b64encode(b'rest-user:rest-secret-Zq9').decode()
+
+    def careless(self, account):
+        raise _tls.AuthenticationError('server said: Authorization: Basic %s' % token)
+    monkeypatch.setattr(_rest.RestClient, 'balance', careless)
+    with patch_module_args(ARGS):
+        with pytest.raises(SystemExit):
+            balance_info.main()
+    out = capsys.readouterr().out
+    assert token not in out and 'rest-secret-Zq9' not in out and 'server said' in out
+
+
+def test_proxy_options(monkeypatch):
+    seen = {}
+
+    class Recorder:
+        def __init__(self, module):
+            seen.update(_rest.client_from_module(module).__dict__)
+
+    monkeypatch.delenv('https_proxy', raising=False)
+    monkeypatch.delenv('HTTPS_PROXY', raising=False)
+    for args, proxy in (({'proxy': 'http://proxy.example:3128'}, 'proxy.example:3128'), ({}, None),
+                        ({'proxy': 'http://proxy.example:3128', 'use_proxy': False}, None)):
+        monkeypatch.setattr(balance_info, 'client_from_module', lambda module: Recorder(module) and FakeClient(('1', '0')))
+        with patch_module_args(dict(ARGS, **args)):
+            with pytest.raises(SystemExit):
+                balance_info.main()
+        endpoint = seen['endpoint']
+        assert (endpoint.proxy.describe() if endpoint.proxy else None) == (proxy and 'proxy ' + proxy)
+
+
+def documented(section):
+    return yaml.safe_load(getattr(balance_info, section))
+
+
+def test_returned_types_are_the_documented_ones(monkeypatch, capsys):
+    types = {'str': str, 'float': float, 'bool': bool, 'dict': dict}
+    for answer in (('125.50', '10'), ('100', '0'), ('0.1', '0.2')):
+        dummy, result, dummy = run(monkeypatch, capsys, {'min_funds': '1'}, answer=answer)
+        for name, spec in documented('RETURN').items():
+            assert isinstance(result[name], types[spec['type']]), name
+        for name, spec in documented('RETURN')['balance']['contains'].items():
+            assert isinstance(result['balance'][name], types[spec['type']]), name
+
+
+def test_documentation_matches_the_client():
+    options = documented('DOCUMENTATION')['options']
+    assert options['fingerprint']['type'] == 'list' and options['fingerprint']['elements'] == 'str'
+    fingerprint = ' '.join(options['fingerprint']['description'])
+    assert 'host name is not checked' not in fingerprint and 'in addition to the certificate verification' in fingerprint
+    assert options['proxy']['type'] == 'str' and options['use_proxy']['default'] is True
+    text = balance_info.DOCUMENTATION
+    assert 'requests' not in ' '.join(documented('DOCUMENTATION')['requirements'])
+    for promise in ('B(Deadline.)', 'never more than 11', 'B(Checked before any connection.)', 'more than 12 digits', '1 MiB'):
+        assert promise in text
+    assert _rest.call_seconds(30, 2) == 110 and '(110 seconds with the defaults)' in ' '.join(text.split())
+    assert _rest.MAX_REQUESTS == 11 and _rest.MAX_WHOLE_DIGITS == 12 and _rest.MAX_BODY == 1024 * 1024
