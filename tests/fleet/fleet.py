@@ -41,15 +41,16 @@ PY38_TARGET = "/opt/magrathea-py38"
 DEBIAN_SUITE = "trixie"
 DEBIAN_MIRROR = os.environ.get("FLEET_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # What a Debian 13 billing server has: its own Python (with cryptography for the trust modules and apt for the package
-# module; requests for balance_info until it no longer needs it), JDK, NSS tools, lftp, and what the tests run there.
-DEBIAN_PACKAGES = ("python3", "python3-cryptography", "python3-apt", "python3-requests", "openssh-server", "sudo",
+# module; no requests: balance_info needs only the standard library), JDK, NSS tools, lftp, and what the tests run there.
+DEBIAN_PACKAGES = ("python3", "python3-cryptography", "python3-apt", "openssh-server", "sudo",
                    "ca-certificates", "ca-certificates-java", "openjdk-21-jdk-headless", "libnss3-tools", "lftp", "curl",
                    "openssl")
 START_TIMEOUT = 30
-# The machine's own trust stores and lftp settings, which no host may change (as in tests/utils/test_playbooks.sh). Users
-# and dpkg's state are left out: other tests on a shared machine change them, and a host's overlay cannot reach them.
+# The machine's own trust stores, lftp settings and accounts, which no host may change (as in tests/utils/test_playbooks.sh).
+# dpkg's state is left out: the fleet test installs its own Debian packages (openssh-server, mmdebstrap) when missing.
 MACHINE_PATHS = ("/usr/local/share/ca-certificates", "/etc/ssl/certs", "/root/.pki", "/root/.mozilla", "/etc/firefox/policies",
-                 "/var/lib/ca-certificates-java", "/etc/lftp.conf", "/var/lib/magrathea") + tuple(sorted(glob.glob("/usr/lib/jvm/*/lib/security")))
+                 "/var/lib/ca-certificates-java", "/etc/lftp.conf", "/var/lib/magrathea", "/etc/passwd", "/etc/group",
+                 "/etc/shadow", "/etc/gshadow") + tuple(sorted(glob.glob("/usr/lib/jvm/*/lib/security")))
 
 
 class Host:
