@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # magrathea.secure: everything a new machine needs is installed from here.
 #   make demo   run playbooks/demo.yml against a throwaway sandbox
 #   make test   sanity, units, sandbox tests and integration tests
@@ -41,7 +45,7 @@ MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_
 MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks test-trust-clients test-packaged matrix fleet-test lint docs docs-lint changelog ee bench-ntsapi bench-cdr \
+	test-tree test-playbooks test-trust-clients test-packaged matrix fleet-test license-lint lint docs docs-lint changelog ee bench-ntsapi bench-cdr \
 	bench-trust clean
 
 help:
@@ -155,6 +159,10 @@ fleet-test: venv deps collection
 test-trust-clients: venv deps collection
 	tests/utils/test_trust_clients.sh
 
+# Every file has its copyright and license (an SPDX header, or REUSE.toml); tests/utils/spdx_headers.py adds headers.
+license-lint: venv
+	$(BIN)/reuse lint --lines
+
 lint: venv collection
 	$(BIN)/ansible-lint
 
@@ -179,6 +187,7 @@ test: venv deps
 	$(MAKE) --no-print-directory units
 	$(MAKE) --no-print-directory sandbox-tests
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory license-lint
 	$(MAKE) --no-print-directory docs-lint
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory test-playbooks

@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """The Magrathea sandbox: NTSAPI, FTPS and REST on loopback, for offline playbook development.
 
     python -m sandbox up --dir DIR [options]    start in the background, return once all three listen

@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Embedded explicit-FTPS server for the Magrathea sandbox (pyftpdlib).
 
 Owns the pure-Python stand-in for cdr.magrathea-telecom.co.uk:21: explicit

@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Imitation of Magrathea's NTSAPI (the number-management line protocol) for the sandbox.
 
 Owns the wire: the TLS listener, one thread per connection, the greeting, AUTH

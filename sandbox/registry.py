@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """The sandbox's model of one Magrathea account's telephone numbers.
 
 Owns the state that the NTSAPI and REST imitations share: which numbers exist,

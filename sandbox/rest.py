@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Imitation of Magrathea's REST API (https://restapi.magrathea.net:8443/v1/) for the sandbox.
 
 Owns the HTTPS listener, HTTP Basic authentication, the read-only endpoints the

@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """The real vsftpd as the sandbox's strict FTPS server.
 
 Owns starting and stopping Debian's /usr/sbin/vsftpd on 127.0.0.1 with a

@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # One managed host of the fleet test bed, run by tests/fleet/fleet.py as
 #   unshare --mount --uts --pid --fork --kill-child=SIGTERM --propagation private tests/fleet/host.sh HOST_DIR
 # so that it is pid 1 of its own pid namespace with a mount namespace and a host name of its own.

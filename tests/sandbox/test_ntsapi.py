@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Behaviour of the sandbox NTSAPI over real TLS sockets on loopback."""
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
+// Copyright (c) contributors to magrathea.secure
+// GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 // SPDX-License-Identifier: GPL-3.0-or-later
+
 // A Java client on the JDK's default trust store, as an application uses it: an SSLSocket to a TLS endpoint
 // (NTSAPI) and an HttpsURLConnection to an HTTPS URL (REST). Prints one line per connection and exits 0 when
 // both verified, 1 when both were refused for their certificate, 2 for anything else (mixed, or not a TLS answer).

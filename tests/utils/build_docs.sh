@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Lint and build the documentation of magrathea.secure (make docs):
 #   1. antsibull-docs lint-collection-docs --plugin-docs: every module's and role's documentation, the semantic
 #      markup references in it and in docs/docsite (guide, links.yml, extra-docs.yml);

@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Write the build context of the magrathea.secure execution environment to build/ee/context:
 # the collection built from this checkout, meta/ee-build.yml, and (read from the installed collection at
 # image build time) the Python and system packages in meta/execution-environment.yml.

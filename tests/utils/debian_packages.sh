@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Install the missing ones of the given Debian packages (as root), or say which command would (otherwise).
 #
 #   tests/utils/debian_packages.sh WHAT PACKAGE...      (WHAT: the make target that needs them, for the messages)

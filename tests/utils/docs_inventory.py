@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Write an offline Sphinx inventory of the docs.ansible.com pages the collection docs link to.
 
 build_docs.sh builds without network access. The RST that antsibull-docs writes refers to a few labels of the

@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # README's first command on a bare machine: build a Debian 12 root (debootstrap minbase + python3), install git and
 # make in it (what README.md asks for before cloning), clone this repository's HEAD into it and run `make demo` as
 # root in a chroot inside a private mount namespace. Passes when `make demo` exits 0 and the root's own trust stores

@@ -1,3 +1,7 @@
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 """Print tests/integration/integration_config.yml for ansible-test from a sandbox's sandbox.json.
 
 ansible-test passes only a fixed set of environment variables to the

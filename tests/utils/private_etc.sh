@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Run a command with a private, copy-on-write /etc: the accounts, PAM services and settings it creates or changes (the
 # lftp role's service user, say) live in a tmpfs of its own mount namespace and vanish with it. This machine's accounts
 # are fingerprinted before and after and must not change. Needs root.

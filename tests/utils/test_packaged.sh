@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # The collection as Galaxy and Automation Hub users get it (make test-packaged):
 #   1. ansible-galaxy collection build from this checkout; every file in the tarball must be one git sees (tracked,
 #      or new and not ignored), so build_ignore keeps local state (venvs, build/, test settings with sandbox

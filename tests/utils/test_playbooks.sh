@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Run every playbook of playbooks/ against a fresh sandbox, in check mode and for real (make test-playbooks):
 #   billing_server.yml  check mode on a fresh host, a real run, a second real run that must change nothing (trusting
 #                       the root through the system store the first run filled), then check mode again (no changes);

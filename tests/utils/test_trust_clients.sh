@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+
 # Real clients against the sandbox's endpoints, before and after the magrathea.secure.trust role installs the sandbox
 # root, and after it removes it again (make test-trust-clients):
 #

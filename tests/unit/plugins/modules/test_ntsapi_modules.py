@@ -1,4 +1,4 @@
-# Copyright: contributors to magrathea.secure
+# Copyright (c) contributors to magrathea.secure
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The glue of ntsapi_command, ntsapi_number and ntsapi_number_info, run through main() against the sandbox's

@@ -1,3 +1,7 @@
+// Copyright (c) contributors to magrathea.secure
+// GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+// SPDX-License-Identifier: GPL-3.0-or-later
+
 // A minimal Java HTTPS client: exits 0 and prints the status when the TLS handshake
 // verifies against the trust store given with -Djavax.net.ssl.trustStore, 1 otherwise.
 import java.net.URI;

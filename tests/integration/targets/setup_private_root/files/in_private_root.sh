@@ -1,4 +1,8 @@
 #!/bin/sh
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # Run a command against private copies of this host's trust stores, and prove that the host's own did not change.
 #
 #   in_private_root.sh COMMAND [ARGS...]      (as root)

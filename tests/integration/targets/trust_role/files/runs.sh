@@ -1,4 +1,8 @@
 #!/bin/sh
+# Copyright (c) contributors to magrathea.secure
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
 # The trust role's runs, one after the other, inside one private copy of the system store (started by
 # setup_private_root's in_private_root.sh). Each run is framed by markers for the caller; refused_key runs at -vvv.
 set -u
