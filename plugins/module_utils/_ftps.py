@@ -30,6 +30,7 @@ import socket
 import ssl
 import time
 
+from ansible_collections.magrathea.secure.plugins.module_utils._text import is_decimal
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     AuthenticationError,
     Deadline,
@@ -55,10 +56,11 @@ MONTHS = {name: number for number, name in enumerate(
     ('jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'), 1)}
 
 # ls -l as Unix servers print it: type+mode, links, owner, [group], size, month, day, time or year, one space, name.
+# Matched whole (fullmatch), ASCII digits only; the name keeps any line break, for the caller to refuse.
 LIST_LINE = re.compile(
-    r'^(?P<type>[-dlbcpsDn])[-rwxsStTlL]{9}[.+@]?\s+\d+\s+\S+\s+(?:\S+\s+)?(?P<size>\d+)\s+'
-    r'(?P<month>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s+(?P<when>\d{1,2}:\d{2}|\d{4})\s(?P<name>.*)$')
-MODIFY_FACT = re.compile(r'^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d+)?$')
+    r'(?P<type>[-dlbcpsDn])[-rwxsStTlL]{9}[.+@]?\s+\d+\s+\S+\s+(?:\S+\s+)?(?P<size>\d+)\s+'
+    r'(?P<month>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s+(?P<when>\d{1,2}:\d{2}|\d{4})\s(?P<name>.*)', re.ASCII | re.DOTALL)
+MODIFY_FACT = re.compile(r'(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.\d+)?', re.ASCII)
 
 
 class FtpReplyError(MagratheaError):
@@ -109,7 +111,7 @@ class RemoteFile:
 
 def parse_modify(value):
     """Epoch seconds of an MLSD ``modify`` fact or an MDTM answer (YYYYMMDDHHMMSS[.fff], UTC)."""
-    match = MODIFY_FACT.match(value.strip())
+    match = MODIFY_FACT.fullmatch(value.strip())
     if not match:
         return None
     year, month, day, hour, minute, second = (int(part) for part in match.groups())
@@ -134,7 +136,7 @@ def parse_mlsd_line(line):
         return kind or None, None
     size_text = facts.get('size', facts.get('sizd', ''))
     mtime = parse_modify(facts.get('modify', ''))
-    if not size_text.isdigit() or mtime is None:
+    if not is_decimal(size_text) or mtime is None:
         return None, None
     return 'file', RemoteFile(name, int(size_text), mtime, 1, facts.get('modify'))
 
@@ -147,7 +149,7 @@ def parse_list_line(line, now=None):
     """
     if line.startswith('total '):
         return 'total', None
-    match = LIST_LINE.match(line)
+    match = LIST_LINE.fullmatch(line)
     if not match:
         return None, None
     kind = {'-': 'file', 'd': 'dir', 'l': 'link'}.get(match.group('type'), 'other')
@@ -402,7 +404,7 @@ class FtpsClient:
 
     def _reply_error(self, what, exc):
         text = _reply_text(exc)
-        code = int(text[:3]) if text[:3].isdigit() else 0
+        code = int(text[:3]) if is_decimal(text[:3]) else 0
         verb = 'refused'
         if code == 421:
             hint = 'the server limits connections; lower parallel or let the retries wait'
@@ -495,7 +497,7 @@ class FtpsClient:
     def size(self, name):
         reply = self._call('SIZE %s' % name, self._ftp.sendcmd, 'SIZE ' + name)
         text = reply[3:].strip()
-        if not reply.startswith('213') or not text.isdigit():
+        if not reply.startswith('213') or not is_decimal(text):
             raise ProtocolError('%s answered SIZE %s with %r, not 213 and a number' % (self.endpoint.describe(), name, reply))
         return int(text)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.magrathea.secure.plugins.module_utils._text import MASK, shown_value, text_problem
+from ansible_collections.magrathea.secure.plugins.module_utils._text import MASK, is_decimal, shown_value, text_problem
 
 REPLY_RE = re.compile(r'([0-9])[ \t]+(.*)')
 # The longest command line this client sends: a 999 field or a SIP target fits many times over; a server need not see more.
@@ -441,11 +441,11 @@ def check_reply(command_line, reply):
             raise ValueError('the reply is about %s, not %s' % (status.number, words[1]))
     elif verb == 'BLKINFO':
         fields = reply.message.split()
-        if len(fields) < 2 or not fields[1].isdigit():
+        if len(fields) < 2 or not is_decimal(fields[1]):
             raise ValueError('BLKINFO reply %r is not "<first> <quantity>"' % reply.message)
     elif verb == 'ALIST':
         for line in reply.lines:
-            if not line.split() or not line.split()[0].lstrip('+').isdigit():
+            if not line.split() or not is_decimal(line.split()[0].lstrip('+')):
                 raise ValueError('ALIST line %r is not a number' % line)
     elif verb in ('ALLO', 'ALTEN'):
         pattern = words[1] if len(words) > 1 else ''

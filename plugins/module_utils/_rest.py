@@ -27,7 +27,7 @@ import ssl
 import time
 import zlib
 from decimal import Decimal
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from ansible_collections.magrathea.secure.plugins.module_utils._retry import (
     MAX_RETRIES,
@@ -50,6 +50,7 @@ from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     endpoint_from_url,
     proxy_for,
     split_https_url,
+    url_secrets,
 )
 
 REST_URL_ENV = 'MAGRATHEA_REST_URL'
@@ -127,17 +128,6 @@ def check_rest_credentials(username, password):
     if ':' in username:
         raise ValueError('username (MAGRATHEA_REST_USERNAME) %s holds a ":", which HTTP Basic authentication cannot carry; '
                          'use the REST user name Magrathea issued' % shown_value(username))
-
-
-def url_secrets(url):
-    """The password of a URL's user:password@ part, as written and decoded, so that no output repeats it."""
-    if not isinstance(url, str) or '@' not in url:
-        return []
-    try:
-        password = urlsplit(url.strip()).password
-    except ValueError:
-        return []
-    return sorted(form for form in (password, unquote(password or '')) if form)
 
 
 def rest_path(template, **parameters):

@@ -59,9 +59,15 @@ def check_text(option, value, secret=False, expected=None, **rules):
     raise ValueError('%s%s %s%s' % (option, shown, problem, hint))
 
 
+def is_decimal(text):
+    """Whether ``text`` is one or more ASCII digits (str.isdigit also takes '²' and Arabic-Indic digits)."""
+    return isinstance(text, str) and re.fullmatch(r'[0-9]+', text) is not None
+
+
 def shown_value(value, limit=60):
     """A value as a message may repeat it: quoted, non-ASCII and control characters escaped, bounded."""
-    return ascii(value if len(value) <= limit else value[:limit] + '...')
+    text = value if isinstance(value, str) else str(value)
+    return ascii(text if len(text) <= limit else text[:limit] + '...')
 
 
 def secret_forms(username=None, password=None):

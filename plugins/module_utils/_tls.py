@@ -30,7 +30,7 @@ import time
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies_environment, proxy_bypass_environment
 
-from ansible_collections.magrathea.secure.plugins.module_utils._text import check_text
+from ansible_collections.magrathea.secure.plugins.module_utils._text import check_text, is_decimal, shown_value
 
 SERVICES = {
     # service: (default host, default port)
@@ -109,10 +109,10 @@ def normalize_fingerprint(value):
     digits = re.sub(r'[\s:]', '', text).lower()
     if not re.fullmatch(r'[0-9a-f]+', digits or 'x'):
         raise ValueError('fingerprint %s is not hexadecimal; give the SHA-1 (40 hex digits) or SHA-256 (64 hex digits) '
-                         'of the server certificate, colons optional' % _shown(value))
+                         'of the server certificate, colons optional' % shown_value(value))
     algorithm = {40: 'sha1', 64: 'sha256'}.get(len(digits))
     if algorithm is None:
-        raise ValueError('fingerprint %s has %d hex digits; a SHA-1 has 40 and a SHA-256 has 64' % (_shown(value), len(digits)))
+        raise ValueError('fingerprint %s has %d hex digits; a SHA-1 has 40 and a SHA-256 has 64' % (shown_value(value), len(digits)))
     return algorithm, digits
 
 
@@ -122,12 +122,6 @@ def normalize_fingerprints(value):
         return ()
     values = [value] if isinstance(value, str) else list(value)
     return tuple(dict.fromkeys(normalize_fingerprint(item) for item in values))
-
-
-def _shown(value):
-    """A fingerprint as it may appear in a message: bounded, one line, printable."""
-    text = ''.join(char if char.isprintable() and char.isascii() else '?' for char in str(value))
-    return repr(text if len(text) <= 100 else text[:100] + '...')
 
 
 def format_fingerprint(digits):
@@ -458,14 +452,13 @@ def check_host(host):
     """Raise ValueError unless ``host`` is an ASCII host name or IP address."""
     if not isinstance(host, str) or not HOST_RE.fullmatch(host):
         raise ValueError('host %s is not a host name or IP address (ASCII letters, digits, dots and hyphens; '
-                         'write an international name in its xn-- form)' % _shown(host))
+                         'write an international name in its xn-- form)' % shown_value(host))
     return host
 
 
 def check_port(port):
-    if isinstance(port, bool) or not isinstance(port, (int, str)) or not str(port).isascii() or not str(port).isdigit() \
-            or not 0 < int(port) < 65536:
-        raise ValueError('port %s must be a number from 1 to 65535' % _shown(port))
+    if isinstance(port, bool) or not isinstance(port, (int, str)) or not is_decimal(str(port)) or not 0 < int(port) < 65536:
+        raise ValueError('port %s must be a number from 1 to 65535' % shown_value(port))
     return int(port)
 
 
@@ -476,9 +469,9 @@ def check_timeout(timeout):
     try:
         value = float(timeout)
     except (TypeError, ValueError):
-        raise ValueError('timeout must be a number of seconds, got %s' % _shown(timeout)) from None
+        raise ValueError('timeout must be a number of seconds, got %s' % shown_value(timeout)) from None
     if not 0 < value < float('inf'):
-        raise ValueError('timeout must be more than 0 seconds, got %s; it bounds every wait, so 0 would mean waiting forever' % _shown(timeout))
+        raise ValueError('timeout must be more than 0 seconds, got %s; it bounds every wait, so 0 would mean waiting forever' % shown_value(timeout))
     return value
 
 
@@ -521,7 +514,8 @@ def endpoint_from_module(module, service):
         check_credentials(params.get('username'), params.get('password'), service)
         endpoint = Endpoint(host, port, ca_path=params['ca_path'], validate_certs=params['validate_certs'],
                             fingerprint=params['fingerprint'], timeout=params['timeout'])
-    except ValueError as exc:
+        endpoint.context()  # a missing or unreadable CA file is found here, before any connection
+    except (ValueError, TLSVerifyError) as exc:
         module.fail_json(msg='%s: %s' % (service, exc))
     if not params['validate_certs']:
         module.warn('validate_certs is false: the certificate of %s is not verified and a third party can read the session. '
@@ -529,19 +523,30 @@ def endpoint_from_module(module, service):
     return endpoint
 
 
+def url_secrets(url):
+    """What of ``url`` no output may repeat: when it holds an '@', the whole URL, its user:password part and the password
+    as written and decoded (however the URL parses); nothing otherwise. For ``module.no_log_values``."""
+    if not isinstance(url, str) or '@' not in url:
+        return []
+    text = url.strip()
+    userinfo = text.split('://', 1)[-1].rsplit('@', 1)[0]
+    password = userinfo.split(':', 1)[1] if ':' in userinfo else ''
+    return sorted({form for form in (url, text, userinfo, password, unquote(password)) if form}, key=len, reverse=True)
+
+
 def split_https_url(url, service='REST'):
     """(host, port, path) of an ``https://host[:port]/path`` URL naming ``service``.
 
     Raises ValueError with the next step when the URL is not plain HTTPS (credentials, a query or a fragment included).
-    Never repeats a URL that holds credentials.
+    Never repeats a URL that holds credentials, however it parses.
     """
     example = ', e.g. %s' % DEFAULT_REST_URL if service == 'REST' else ''
     text = url.strip() if isinstance(url, str) else ''
-    parts = urlsplit(text)
-    if '@' in parts.netloc:
+    if '@' in text:
         hint = ': give them in username and password, so that they are never logged' if service == 'REST' else ' (they would be logged)'
-        raise ValueError('the url holds credentials (user:password@); a url must not carry them%s' % hint)
-    shown = _shown(text)
+        raise ValueError('the url holds credentials (an "@"); a url must not carry them%s' % hint)
+    parts = urlsplit(text)
+    shown = shown_value(text)
     if not text.isascii() or not text.isprintable():
         raise ValueError('url %s holds control or non-ASCII characters; write an international host name in its xn-- form' % shown)
     if parts.scheme.lower() != 'https':

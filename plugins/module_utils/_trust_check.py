@@ -21,14 +21,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 import shutil
 import socket
 import tempfile
 
 from ansible_collections.magrathea.secure.plugins.module_utils._certificate import CertificateError, TrustAnchor, pem_text
+from ansible_collections.magrathea.secure.plugins.module_utils._text import is_decimal
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
-    Endpoint, MagratheaError, MagratheaTimeout, PinMismatchError, ProtocolError, TLSVerifyError, normalize_fingerprints, proxy_for,
-    split_https_url,
+    Deadline, Endpoint, HttpProxy, MagratheaError, MagratheaTimeout, PinMismatchError, ProtocolError, TLSVerifyError, check_host,
+    check_port, normalize_fingerprints, proxy_for, split_https_url,
 )
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import STORE_ERRORS, store_error
 
@@ -48,14 +50,17 @@ class Target:
         port = port or DEFAULT_PORTS[protocol]
         if not port:
             raise ValueError('endpoint %s needs a port for protocol %s' % (host, protocol))
-        self.host = host
-        self.port = int(port)
+        # Everything is checked here, before any endpoint is contacted.
+        self.host = check_host(host)
+        self.port = check_port(port)
         self.protocol = protocol
         self.fingerprint = fingerprint
-        normalize_fingerprints(fingerprint)  # refuse a malformed pin before connecting anywhere
+        normalize_fingerprints(fingerprint)
         self.path = path or '/'
         self.name = name or '%s:%d' % (host, self.port)
         self.proxy = proxy if protocol == 'https' else None  # NTSAPI and FTPS connect directly
+        if self.proxy:
+            HttpProxy(self.proxy)
 
     def describe(self):
         return '%s:%d' % (self.host, self.port)
@@ -83,17 +88,22 @@ def _ftp_reply(sock, endpoint):
         try:
             chunk = sock.recv(1024)
         except socket.timeout:
-            raise MagratheaTimeout('no FTP reply from %s within %ss' % (endpoint.describe(), endpoint.timeout)) from None
+            raise MagratheaTimeout('no whole FTP reply from %s within %gs' % (endpoint.describe(), endpoint.timeout)) from None
         if not chunk:
             raise ProtocolError('%s closed the connection before its FTP reply; check that the port speaks FTP' % endpoint.describe())
         data += chunk
         lines = data.split(b'\n')
         for line in lines[:-1]:
             text = line.decode('utf-8', 'replace').rstrip('\r')
-            if len(text) >= 4 and text[:3].isdigit() and text[3] == ' ':
-                return int(text[:3]), text
+            if _reply_code(text) is not None:
+                return _reply_code(text), text
         if len(data) > 65536:
             raise ProtocolError('%s sent more than 64 KiB without an FTP reply line' % endpoint.describe())
+
+
+def _reply_code(text):
+    """The code of a final FTP reply line ('220 ready'), or None."""
+    return int(text[:3]) if re.fullmatch(r'[0-9]{3} .*', text, re.DOTALL) else None
 
 
 def _upgrade_ftps(sock, endpoint):
@@ -113,8 +123,10 @@ def handshake(target, ca_path=None, validate_certs=True, timeout=10.0, context=N
     ``context``: an SSLContext already built for the same ``ca_path`` (loading a store of 150 CAs costs tens of ms).
     """
     endpoint = target.endpoint(ca_path=ca_path, validate_certs=validate_certs, timeout=timeout, context=context)
+    # One deadline for the whole exchange: a server that answers one byte at a time cannot hold the check.
+    deadline = Deadline(timeout)
     if target.protocol == 'ftps':
-        sock = endpoint.open_tcp()
+        sock = endpoint.open_tcp(deadline)
         try:
             _upgrade_ftps(sock, endpoint)
         except MagratheaError:
@@ -122,7 +134,7 @@ def handshake(target, ca_path=None, validate_certs=True, timeout=10.0, context=N
             raise
         tls = endpoint.wrap(sock, check_pin=False)
     else:
-        tls = endpoint.wrap(endpoint.open_tcp(), check_pin=False)
+        tls = endpoint.wrap(endpoint.open_tcp(deadline), check_pin=False)
     try:
         der = tls.getpeercert(binary_form=True)
         info = endpoint.peer_fingerprints(tls)
@@ -133,7 +145,7 @@ def handshake(target, ca_path=None, validate_certs=True, timeout=10.0, context=N
             tls.sendall(request.encode('ascii'))
             status = tls.recv(1024).split(b'\r\n', 1)[0].decode('latin-1')
             if status.startswith('HTTP/'):
-                info['http_status'] = int(status.split()[1]) if len(status.split()) > 1 and status.split()[1].isdigit() else None
+                info['http_status'] = int(status.split()[1]) if len(status.split()) > 1 and is_decimal(status.split()[1]) else None
         elif target.protocol == 'ftps':
             tls.sendall(b'QUIT\r\n')
     except (OSError, ValueError):

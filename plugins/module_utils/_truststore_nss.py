@@ -136,7 +136,7 @@ def parse_certutil_list(text):
     """(nickname, trust flags) of every line of ``certutil -L``."""
     rows = []
     for line in text.splitlines():
-        match = re.match(r'^(.*\S)\s+([A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$', line)
+        match = re.fullmatch(r'(.*\S)\s+([A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*', line)
         if match and match.group(2) != 'SSL,S/MIME,JAR/XPI':
             rows.append((match.group(1), match.group(2)))
     return rows

@@ -20,6 +20,8 @@ import configparser
 import os
 import pwd
 
+from ansible_collections.magrathea.secure.plugins.module_utils._text import is_decimal
+
 CHROMIUM_DATABASES = (
     ('chromium', '.pki/nssdb'),
     ('chromium', '.local/share/pki/nssdb'),  # Chromium 146 and newer
@@ -88,7 +90,7 @@ def _login_defs(path='/etc/login.defs'):
         with open(path, encoding='utf-8', errors='replace') as handle:
             for line in handle:
                 parts = line.split()
-                if len(parts) >= 2 and parts[0] in limits and parts[1].isdigit():
+                if len(parts) >= 2 and parts[0] in limits and is_decimal(parts[1]):
                     limits[parts[0]] = int(parts[1])
     except OSError:
         pass

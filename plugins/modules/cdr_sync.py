@@ -331,6 +331,7 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.magrathea.secure.plugins.module_utils._cdr import CdrMirror, some_names
 from ansible_collections.magrathea.secure.plugins.module_utils._cdr_plan import DEFAULT_MAX_DELETE, parse_newer_than
 from ansible_collections.magrathea.secure.plugins.module_utils._retry import MAX_RETRIES
+from ansible_collections.magrathea.secure.plugins.module_utils._text import is_decimal, shown_value, text_problem
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     MagratheaError,
     connection_argument_spec,
@@ -358,6 +359,11 @@ def option_problems(params):
         problems.append('retry_max_time must be more than 0 seconds, not %s' % params['retry_max_time'])
     if not params['patterns'] or not all(params['patterns']):
         problems.append('patterns must name at least one glob, and none may be empty')
+    # remote_dir reaches the FTP control connection (CWD): a line break would end the command there.
+    for option, value in [('remote_dir', params['remote_dir'])] + [('patterns', pattern) for pattern in params['patterns'] or []]:
+        problem = text_problem(value, printable=False)
+        if problem:
+            problems.append('%s %s %s' % (option, shown_value(value), problem))
     problems.append(mode_problem(params['mode']))
     problems.append(account_problem('owner', params['owner'], pwd.getpwnam, 'user'))
     problems.append(account_problem('group', params['group'], grp.getgrnam, 'group'))
@@ -384,7 +390,7 @@ def mode_problem(mode):
 
 
 def account_problem(option, value, lookup, what):
-    if value in (None, '') or str(value).isdigit():
+    if value in (None, '') or is_decimal(str(value)):
         return None
     try:
         lookup(value)

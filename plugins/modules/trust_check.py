@@ -273,6 +273,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.magrathea.secure.plugins.module_utils._trust_check import EXPECTATIONS, Target, check, expiry_warnings, problems, table
 from ansible_collections.magrathea.secure.plugins.module_utils._truststore import TrustStoreError
+from ansible_collections.magrathea.secure.plugins.module_utils._tls import check_timeout, url_secrets
 from ansible_collections.magrathea.secure.plugins.module_utils import _truststore_java, _truststore_nss, _truststore_os
 
 
@@ -315,6 +316,13 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    module.no_log_values.update(url_secrets(params['proxy']))
+    for item in params['endpoints']:
+        module.no_log_values.update(url_secrets(item.get('url')))
+    try:
+        check_timeout(params['timeout'])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     try:
         targets = [Target.from_option(item, params['proxy'], params['use_proxy']) for item in params['endpoints']]
     except ValueError as exc:

@@ -48,6 +48,23 @@ def test_list_line_file(line, name, size, mtime, uncertainty):
     assert entry.listed_time
 
 
+def test_list_line_with_a_line_break_in_its_name_keeps_it_for_the_caller_to_refuse():
+    kind, remote = _ftps.parse_list_line('-rw-r--r--   1 ftp ftp  42 Jan 05 10:20 abc\n')
+    assert kind == 'file' and remote.name == 'abc\n'
+
+
+@pytest.mark.parametrize('line', [
+    '-rw-r--r--   1 ftp ftp  \u0664\u0662 Jan 05 10:20 arabic-indic-size.zip',
+    '-rw-r--r--   1 ftp ftp  42 Jan \uff10\uff15 10:20 fullwidth-day.zip',
+])
+def test_list_line_with_digits_beyond_ascii_is_unreadable(line):
+    assert _ftps.parse_list_line(line) == (None, None)
+
+
+def test_mlsd_size_beyond_ascii_is_unreadable():
+    assert _ftps.parse_mlsd_line('modify=20250101000000;size=\u00b2;type=file; x.zip') == (None, None)
+
+
 @pytest.mark.parametrize('line, kind', [
     ('drwxr-xr-x    2 0        0            4096 Jan 02 10:22 archive', 'dir'),
     ('lrwxrwxrwx    1 0        0              10 Jan 02 10:22 latest.zip -> a.zip', 'link'),

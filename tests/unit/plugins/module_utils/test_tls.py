@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from ansible_collections.magrathea.secure.plugins.module_utils import _tls
+from ansible_collections.magrathea.secure.plugins.module_utils import _text, _tls
 from ansible_collections.magrathea.secure.sandbox import pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -401,3 +401,26 @@ def test_proxy_from_the_environment(monkeypatch, environment, host, expected):
     assert _tls.proxy_for(host) == expected
     assert _tls.proxy_for(host, use_proxy=False) is None
     assert _tls.proxy_for(host, proxy='http://explicit:1') == 'http://explicit:1'
+
+
+@pytest.mark.parametrize('url', [
+    'https://u:s3c/ret@rest.example/v1/',
+    'https:/u:s3cret@rest.example/',
+    'https://u:s3c?ret@rest.example/v1/',
+    'u:s3cret@rest.example/v1/',
+    'https://u:s3cret@rest.example:99999/v1/',
+    'HTTP://u:s3cret@rest.example/',
+])
+def test_a_url_with_credentials_is_never_repeated_however_it_parses(url):
+    with pytest.raises(ValueError) as caught:
+        _tls.split_https_url(url)
+    assert 's3c' not in str(caught.value) and 'holds credentials' in str(caught.value)
+    secrets = _tls.url_secrets(url)
+    assert url in secrets and 's3c' not in _text.redact('got ' + url, secrets)
+
+
+def test_url_secrets_of_a_proxy():
+    secrets = _tls.url_secrets('http://tunnel:pa%3Ass@proxy.example:3128')
+    assert 'pa%3Ass' in secrets and 'pa:ss' in secrets and 'tunnel' not in secrets
+    assert _tls.url_secrets('http://proxy.example:3128') == []
+    assert _tls.url_secrets(None) == []

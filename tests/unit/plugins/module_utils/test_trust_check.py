@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import socket
 import ssl
 import threading
@@ -175,10 +176,92 @@ def test_targets_from_options(item, expected):
     ({'url': 'https://portal.example:99999/'}, 'invalid port'),
     ({'host': 'secure.magrathea-telecom.co.uk'}, 'needs a port'),
     ({'host': 'x', 'port': 1, 'fingerprint': 'zz'}, 'not hexadecimal'),
+    ({'host': 'bad host', 'port': 1}, 'is not a host name'),
+    ({'host': 'x\n', 'port': 1}, 'is not a host name'),
+    ({'host': 'x', 'port': 70000}, 'port .* must be a number from 1 to 65535'),
 ])
 def test_bad_targets(item, message):
     with pytest.raises(ValueError, match=message):
         _trust_check.Target.from_option(item)
+
+
+def test_a_bad_proxy_is_refused_before_any_connection_without_its_password():
+    with pytest.raises(ValueError, match='proxy must be an http://') as caught:
+        _trust_check.Target.from_option({'url': 'https://portal.example/'}, proxy='ftp://u:hunter2@proxy.example/')
+    assert 'hunter2' not in str(caught.value)
+
+
+def run_module(capsys, args):
+    import json
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.magrathea.secure.plugins.modules import trust_check
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as caught:
+            trust_check.main()
+    return caught.value.code, json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'timeout': 0}, 'timeout must be more than 0 seconds'),
+    ({'timeout': -1}, 'timeout must be more than 0 seconds'),
+    ({'proxy': 'http://u:hunter2@proxy.example:99999'}, 'invalid port'),
+    ({'endpoints': [{'url': 'https://u:s3c/ret@portal.example/'}]}, 'holds credentials'),
+])
+def test_module_refuses_bad_options_without_a_traceback_or_a_secret(capsys, args, message):
+    args = dict({'endpoints': [{'url': 'https://portal.example/'}], 'stores': ['system']}, **args)
+    code, result = run_module(capsys, args)
+    text = json.dumps(result)
+    assert code == 1 and message in result['msg'] and 'Traceback' not in text
+    assert 'hunter2' not in text and 's3c' not in text
+
+
+def test_proxy_password_is_in_no_result(authority, servers, capsys):
+    from ansible_collections.magrathea.secure.tests.unit.plugins.module_utils.test_tls import ConnectProxy
+    proxy = ConnectProxy()
+    try:
+        code, result = run_module(capsys, {
+            'endpoints': [{'url': 'https://localhost:%d/' % servers['https'].port}], 'stores': ['system'],
+            'proxy': 'http://tunnel:hunter2@127.0.0.1:%d' % proxy.port, 'required': []})
+    finally:
+        proxy.close()
+    assert proxy.requests and 'hunter2' not in json.dumps(result)
+
+
+class TricklingFtpServer:
+    """Greets an FTP client one byte every 0.2 s, never ending the line."""
+
+    def __init__(self):
+        self.listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        try:
+            raw, dummy = self.listener.accept()
+            while not self.stop.wait(0.2):
+                raw.sendall(b'2')
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+def test_an_ftps_greeting_that_trickles_meets_the_deadline(authority):
+    server = TricklingFtpServer()
+    outcome = []
+    try:
+        worker = threading.Thread(target=lambda: outcome.append(_trust_check.check(
+            [_trust_check.Target('localhost', server.port, 'ftps')], stores(authority)[:1], timeout=1)), daemon=True)
+        worker.start()
+        worker.join(30)  # a bound on a hang, not a speed target: without a deadline the greeting never ends
+        assert outcome, 'trust_check was still reading the greeting after 30 s'
+        endpoints, results = outcome[0]
+        assert 'did not end within 1s' in endpoints[0]['error'] or 'within 1' in endpoints[0]['error']
+    finally:
+        server.close()
 
 
 def test_required_and_table():

@@ -88,6 +88,10 @@ def test_mode_of_up_to_date_files_is_corrected_and_check_mode_only_says_so(site,
     ('parallel', 33, 'parallel must be between 1 and 32'),
     ('retry_max_time', 0, 'retry_max_time must be more than 0 seconds'),
     ('newer_than', 'last tuesday', 'use YYYY-MM-DD'),
+    ('remote_dir', '/cdr\nDELE x', "remote_dir '/cdr\\nDELE x' holds a line break"),
+    ('patterns', ['*.zip\r'], "patterns '*.zip\\r' holds a line break"),
+    ('ca_path', '/nonexistent/ca.pem', 'CA file /nonexistent/ca.pem'),
+    ('owner', '\uff11\uff12', "owner '\uff11\uff12' is not a user on this host"),
 ])
 def test_bad_options_fail_before_any_connection_or_write(site, capsys, option, value, message):
     server, args, names = site

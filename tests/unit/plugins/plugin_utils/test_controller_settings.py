@@ -112,6 +112,8 @@ def documentation(module):
     doc = yaml.safe_load(module.DOCUMENTATION)
     notes = list(doc.get('notes', []))
     for slug in doc.pop('extends_documentation_fragment', []):
+        if not slug.startswith('magrathea.secure.'):
+            continue  # Ansible's own fragments (ansible.builtin.files) name no MAGRATHEA_* variable
         name, variable = (slug, 'DOCUMENTATION') if slug in FRAGMENTS else (slug.rsplit('.', 1)[0], slug.rsplit('.', 1)[1].upper())
         fragment = yaml.safe_load(getattr(FRAGMENTS[name], variable))
         for option, settings in (fragment.get('options') or {}).items():
