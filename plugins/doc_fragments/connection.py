@@ -56,6 +56,12 @@ notes:
     empty on the controller counts as unset there."
 '''
 
+    DIRECT = r'''
+notes:
+  - The connection is made directly to O(host) and O(port); HTTP proxy settings (E(https_proxy), E(no_proxy)) do not
+    apply to NTSAPI or explicit FTPS.
+'''
+
     NTSAPI = r'''
 options:
   host:

@@ -137,11 +137,6 @@ class Listing:
                 entry['line'] = True
             self.refused.append(entry)
 
-    @property
-    def accounts_for_everything(self):
-        """Whether a name missing from this listing is really missing on the server."""
-        return self.complete and not self.unread_count
-
 
 class LocalFile:
     """What dest holds under a name: whether it is a regular file (not a link), its size and whole-second mtime."""

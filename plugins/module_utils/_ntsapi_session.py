@@ -35,7 +35,7 @@ from ansible_collections.magrathea.secure.plugins.module_utils._ntsapi_grammar i
     parse_line,
 )
 from ansible_collections.magrathea.secure.plugins.module_utils._retry import ConnectionBudget, RetryPolicy
-from ansible_collections.magrathea.secure.plugins.module_utils._text import MASK
+from ansible_collections.magrathea.secure.plugins.module_utils._text import redact
 from ansible_collections.magrathea.secure.plugins.module_utils._tls import (
     AuthenticationError,
     Deadline,
@@ -199,7 +199,7 @@ class NtsapiSession:
     # -- wire --
 
     def _redact(self, text):
-        return mask_text(text.replace(self._password, MASK) if self._password else text)
+        return mask_text(redact(text, [self._password]))
 
     def _reply_deadline(self):
         """Start the deadline of one whole reply (never later than the session's)."""

@@ -230,11 +230,12 @@ class Balance:
         self.promofunds = promofunds
 
     @classmethod
-    def from_document(cls, account, document):
+    def from_document(cls, account, document, secrets=()):
+        """The Balance in a decoded ``account/balance`` answer; ``secrets`` never reach a message about it."""
         where = 'the balance of %s' % account
         if not isinstance(document, dict) or 'funds' not in document:
             raise ProtocolError('%s has no "funds" field: funds is missing (got %s)'
-                                % (where, server_text(json.dumps(document, default=str), limit=120)))
+                                % (where, server_text(json.dumps(document, default=str), secrets, 120)))
         try:
             funds = parse_money(document['funds'], 'funds')
             promofunds = parse_money(document.get('promofunds', 0), 'promofunds')
@@ -366,18 +367,9 @@ class RestClient:
     def describe(self, path=''):
         return '%s%s%s' % (self.endpoint.describe(), self.base_path, path)
 
-    def close(self):
-        """Nothing stays open between calls: each request has its own connection."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
     def balance(self, account):
         """The Balance of ``account`` (GET account/balance/{account})."""
-        return Balance.from_document(account, self.get('account/balance/{account}', account=account))
+        return Balance.from_document(account, self.get('account/balance/{account}', account=account), self.secrets)
 
     def get(self, template, **parameters):
         """The decoded JSON document of ``GET template`` (an allow-listed path), retried while that can help."""

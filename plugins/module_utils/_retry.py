@@ -55,11 +55,6 @@ class ConnectionBudget:
                                       'requests that Magrathea forbids. Run the task again later' % (where, self.used, self.what))
             self.used += 1
 
-    @property
-    def left(self):
-        with self._lock:
-            return self.limit - self.used
-
 
 class RetryPolicy:
     """How many times an operation is retried and how long to wait before each new attempt.

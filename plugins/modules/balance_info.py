@@ -55,7 +55,7 @@ options:
       - Base URL of the REST API, ending in the API version (V(/v1/)).
       - Must use C(https://) and must not hold credentials (a url that does is refused without being repeated).
       - The certificate must be valid for its host name unless O(validate_certs=false).
-      - Falls back to the environment variable E(MAGRATHEA_REST_URL).
+      - Falls back to E(MAGRATHEA_REST_URL) (on the controller, then on the managed host).
     type: str
     default: https://restapi.magrathea.net:8443/v1/
   fingerprint:
@@ -100,7 +100,7 @@ options:
   account:
     description:
       - The Magrathea account whose balance is read.
-      - Falls back to E(MAGRATHEA_ACCOUNT).
+      - Falls back to E(MAGRATHEA_ACCOUNT) (on the controller, then on the managed host).
     type: str
     required: true
   min_funds:
@@ -254,8 +254,7 @@ def main():
         module.fail_json(msg=str(exc))
 
     try:
-        with client:
-            balance = client.balance(account)
+        balance = client.balance(account)
     except MagratheaError as exc:
         module.fail_json(msg=str(exc))
 

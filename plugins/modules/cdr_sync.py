@@ -58,7 +58,7 @@ options:
   remote_dir:
     description:
       - Directory on the server that holds the CDR files.
-      - Falls back to the environment variable E(MAGRATHEA_CDR_DIR).
+      - Falls back to E(MAGRATHEA_CDR_DIR) (on the controller, then on the managed host).
     type: str
     default: /
   dest:
@@ -155,6 +155,7 @@ seealso:
 extends_documentation_fragment:
   - magrathea.secure.connection
   - magrathea.secure.connection.cdr
+  - magrathea.secure.connection.direct
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - ansible.builtin.files
@@ -229,7 +230,8 @@ would_delete:
 missing_on_server:
   description:
     - Files the server no longer has that were kept in O(dest) (a warning names them, once per run), and listed files that
-      were gone by the time they were to be fetched. Only reported from a complete listing.
+      were gone by the time they were to be fetched. The first are known only from a complete listing; the second are
+      reported whatever the listing.
   returned: always
   type: list
   elements: str
@@ -304,7 +306,7 @@ listing:
 listing_complete:
   description:
     - Whether the listing ended with a TLS close_notify and the server's confirmation. When false, nothing was deleted,
-      RV(missing_on_server) is empty and the task fails.
+      RV(missing_on_server) holds only files that vanished before they were fetched, and the task fails.
   returned: always
   type: bool
   version_added: 1.0.0

@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - magrathea.secure.connection
   - magrathea.secure.connection.ntsapi
+  - magrathea.secure.connection.direct
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
 attributes:
@@ -45,8 +46,9 @@ options:
       - Each command must be one line of printable ASCII, at most 512 characters; CR, LF, other control characters and
         characters beyond ASCII are refused before anything is sent.
       - C(ALTEN <pattern>) finds ten free numbers that differ only in their last digit (V(ALTEN 01792______));
-        the first word of its reply names them with V(_) for the last digit. It allocates nothing; allocate the ten with
-        M(magrathea.secure.ntsapi_number), as the examples show.
+        the first word of its reply names them with V(_) for the last digit; allocate the ten with
+        M(magrathea.secure.ntsapi_number), as the examples show. Whether Magrathea's server holds the range for you is not
+        published, so C(ALTEN) counts as a change: it is not sent in check mode and reports RV(changed=true).
     type: list
     elements: str
     required: true
@@ -99,7 +101,7 @@ EXAMPLES = r'''
       - "INFO 01792100001 999 STATUS"
       - "ALIST 01792 5"
 
-- name: Find ten free numbers that differ in their last digit (ALTEN allocates nothing)
+- name: Find ten free numbers that differ in their last digit
   magrathea.secure.ntsapi_command:
     commands:
       - "ALTEN 01792______"

@@ -271,9 +271,9 @@ def test_anything_else_is_refused(template, parameters):
 
 def test_a_money_moving_path_never_reaches_the_server(serve, ca_file):
     server = serve(json_reply(200, {}))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_rest.DisallowedPathError):
-            client.get('account/transfer/{source}/{target}/{funds}', source='MAG1', target='MAG2', funds='10')
+    client = client_for(server, ca_file)
+    with pytest.raises(_rest.DisallowedPathError):
+        client.get('account/transfer/{source}/{target}/{funds}', source='MAG1', target='MAG2', funds='10')
     assert server.received == []
 
 
@@ -300,8 +300,8 @@ def test_inputs_are_checked_before_any_connection(serve, ca_file, options, messa
     account = options.pop('account', ACCOUNT)
     # A bad account is refused by the allow-list of paths (DisallowedPathError), everything else by the client's checks.
     with pytest.raises((ValueError, _rest.DisallowedPathError), match=message) as caught:
-        with client_for(server, ca_file, **options) as client:
-            client.balance(account)
+        client = client_for(server, ca_file, **options)
+        client.balance(account)
     assert 'p\u00e4ssword' not in str(caught.value) and 'pass\nword' not in str(caught.value)
     server.stop()
     assert server.received == []
@@ -438,32 +438,32 @@ def test_a_gzip_bomb_is_refused(serve, ca_file):
     # 64 MiB of white space after a valid balance packs into about 64 KiB; the client stops at its bound.
     bomb = gzip.compress(BALANCE_BODY + b' ' * (64 * 1024 * 1024))
     server = serve((200, {'Content-Type': 'application/json', 'Content-Encoding': 'gzip'}, bomb))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='unpacks to more than 1048576 bytes'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='unpacks to more than 1048576 bytes'):
+        client.balance(ACCOUNT)
     assert len(server.requests) == 1
 
 
 def test_a_compressed_balance_is_read(serve, ca_file):
     server = serve((200, {'Content-Type': 'application/json', 'Content-Encoding': 'gzip'}, gzip.compress(BALANCE_BODY)))
-    with client_for(server, ca_file) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
     assert b'\r\nAccept-Encoding: gzip, deflate\r\n' in server.requests[0]
 
 
 def test_a_body_beyond_the_bound_is_refused(serve, ca_file):
     server = serve((200, {'Content-Type': 'application/json'}, BALANCE_BODY + b' ' * (10 * 1024 * 1024)))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='more than 1048576 bytes'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='more than 1048576 bytes'):
+        client.balance(ACCOUNT)
 
 
 def test_an_endless_chunked_body_is_cut_off(serve, ca_file):
     endless = EndlessChunks()
     server = serve(endless)
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='more than 1048576 bytes'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='more than 1048576 bytes'):
+        client.balance(ACCOUNT)
     assert endless.done.wait(10)
     assert endless.sent < endless.limit
 
@@ -471,9 +471,9 @@ def test_an_endless_chunked_body_is_cut_off(serve, ca_file):
 @pytest.mark.parametrize('body', [b'[' * 100000, b'{"funds": ' * 50000], ids=['arrays', 'objects'])
 def test_deeply_nested_json_is_not_json(serve, ca_file, body):
     server = serve((200, {'Content-Type': 'application/json'}, body))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='not JSON'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='not JSON'):
+        client.balance(ACCOUNT)
 
 
 @pytest.mark.parametrize('body, field', [
@@ -484,9 +484,9 @@ def test_deeply_nested_json_is_not_json(serve, ca_file, body):
 ])
 def test_implausible_amounts_from_the_server_name_the_field(serve, ca_file, body, field):
     server = serve((200, {'Content-Type': 'application/json'}, body))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='balance of %s: %s ' % (ACCOUNT, field)) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='balance of %s: %s ' % (ACCOUNT, field)) as caught:
+        client.balance(ACCOUNT)
     assert 'not JSON' not in str(caught.value) and len(str(caught.value)) < 400
 
 
@@ -495,8 +495,8 @@ def test_implausible_amounts_from_the_server_name_the_field(serve, ca_file, body
 
 def test_balance_over_verified_tls_with_basic_auth(serve, ca_file):
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        balance = client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    balance = client.balance(ACCOUNT)
     assert (balance.funds, balance.promofunds) == (Decimal('125.50'), Decimal('10.00'))
     [request] = server.requests
     head = request.decode()
@@ -508,17 +508,17 @@ def test_balance_over_verified_tls_with_basic_auth(serve, ca_file):
 def test_json_numbers_are_read_exactly(serve, ca_file):
     body = b'{"funds": 0.1, "promofunds": 1e2}'
     server = serve((200, {'Content-Type': 'application/json'}, body))
-    with client_for(server, ca_file) as client:
-        balance = client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    balance = client.balance(ACCOUNT)
     assert balance.funds == Decimal('0.1') and balance.total == Decimal('100.1')
     assert balance.as_dict()['total'] == '100.1'
 
 
 def test_wrong_password_is_explained_once(serve, ca_file):
     server = serve(json_reply(401, {'error': 'Wrong username, password or account'}))
-    with client_for(server, ca_file, retries=3) as client:
-        with pytest.raises(_tls.AuthenticationError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, retries=3)
+    with pytest.raises(_tls.AuthenticationError) as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert 'Wrong username, password or account' in message
     assert 'localhost:%d/v1/account/balance/MAG000001' % server.port in message
@@ -530,9 +530,9 @@ def test_wrong_password_is_explained_once(serve, ca_file):
 @pytest.mark.parametrize('as_json', [True, False])
 def test_server_text_never_carries_the_credentials(serve, ca_file, status, as_json):
     server = serve(*[echo_authorization(status, as_json, where='location' if status == 302 else 'body')] * 3)
-    with client_for(server, ca_file, retries=0) as client:
-        with pytest.raises(_tls.MagratheaError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, retries=0)
+    with pytest.raises(_tls.MagratheaError) as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert authorization_of(server.requests[0]) == 'Basic ' + TOKEN
     assert PASSWORD not in message and TOKEN not in message
@@ -541,26 +541,26 @@ def test_server_text_never_carries_the_credentials(serve, ca_file, status, as_js
 
 def test_a_not_json_body_is_shown_without_credentials_and_bounded(serve, ca_file):
     server = serve(echo_authorization(200, as_json=False))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='not JSON') as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='not JSON') as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert PASSWORD not in message and TOKEN not in message and 'text/plain; ********' in message
 
 
 def test_a_long_error_body_is_shortened(serve, ca_file):
     server = serve(json_reply(400, {'error': 'x' * 100000}))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_rest.RestError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_rest.RestError) as caught:
+        client.balance(ACCOUNT)
     assert len(str(caught.value)) < 600
 
 
 def test_malformed_json_is_a_clear_error(serve, ca_file):
     server = serve((200, {'Content-Type': 'text/html'}, b'<html><body><h1>Service temporarily unavailable</h1></body></html>'))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError) as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert 'not JSON' in message and 'text/html' in message and 'Service temporarily unavailable' in message
 
@@ -571,9 +571,9 @@ def test_malformed_json_is_a_clear_error(serve, ca_file):
 ])
 def test_not_found_and_forbidden_say_what_to_do(serve, ca_file, status, error, next_step):
     server = serve(json_reply(status, {'error': error}), json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_rest.RestError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_rest.RestError) as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert caught.value.status == status and 'HTTP %d: %s' % (status, error) in message
     assert next_step in message and 'GET account/services lists' in message
@@ -583,17 +583,17 @@ def test_not_found_and_forbidden_say_what_to_do(serve, ca_file, status, error, n
 def test_server_errors_are_retried_then_succeed(serve, ca_file):
     server = serve(json_reply(503, {'error': 'busy'}), json_reply(502, {}), json_reply(200, BALANCE))
     sleeps = Sleeps()
-    with client_for(server, ca_file, sleep=sleeps) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, sleep=sleeps)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
     assert len(server.requests) == 3
     assert sleeps[0] == _rest.RETRY_MIN_DELAY and _rest.RETRY_MIN_DELAY <= sleeps[1] <= 2 * _rest.RETRY_BASE_DELAY
 
 
 def test_retries_are_bounded(serve, ca_file):
     server = serve(*[json_reply(503, {'error': 'Service temporarily unavailable'})] * 5)
-    with client_for(server, ca_file, retries=2) as client:
-        with pytest.raises(_rest.RestError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, retries=2)
+    with pytest.raises(_rest.RestError) as caught:
+        client.balance(ACCOUNT)
     assert caught.value.status == 503
     assert '503' in str(caught.value) and 'all 3 attempts' in str(caught.value) and 'Service temporarily unavailable' in str(caught.value)
     assert len(server.requests) == 3
@@ -602,12 +602,12 @@ def test_retries_are_bounded(serve, ca_file):
 def test_a_server_that_always_answers_503_retry_after_0_gets_a_bounded_number_of_requests(serve, ca_file):
     server = serve(*[json_reply(503, {'error': 'busy'}, **{'Retry-After': '0'})] * 40)
     sleeps = Sleeps()
-    with client_for(server, ca_file, retries=_retry.MAX_RETRIES, sleep=sleeps) as client:
-        with pytest.raises(_rest.RestError, match='all 11 attempts'):
-            client.balance(ACCOUNT)
-        # The run's budget is spent: a second call in the same run sends nothing.
-        with pytest.raises(_retry.BudgetExhausted):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, retries=_retry.MAX_RETRIES, sleep=sleeps)
+    with pytest.raises(_rest.RestError, match='all 11 attempts'):
+        client.balance(ACCOUNT)
+    # The run's budget is spent: a second call in the same run sends nothing.
+    with pytest.raises(_retry.BudgetExhausted):
+        client.balance(ACCOUNT)
     assert len(server.requests) == _rest.MAX_REQUESTS == 11
     assert len(sleeps) == 10 and min(sleeps) >= _rest.RETRY_MIN_DELAY > 0
 
@@ -616,8 +616,8 @@ def test_retry_after_is_honoured_within_bounds(serve, ca_file):
     server = serve(json_reply(503, {}, **{'Retry-After': '3'}), json_reply(503, {}, **{'Retry-After': '3600'}),
                    json_reply(503, {}, **{'Retry-After': 'Wed, 21 Oct 2015 07:28:00 GMT'}), json_reply(200, BALANCE))
     sleeps = Sleeps()
-    with client_for(server, ca_file, sleep=sleeps, retries=3) as client:
-        client.balance(ACCOUNT)
+    client = client_for(server, ca_file, sleep=sleeps, retries=3)
+    client.balance(ACCOUNT)
     assert sleeps[:2] == [3.0, _rest.RETRY_MAX_DELAY]
     assert _rest.RETRY_MIN_DELAY <= sleeps[2] <= _rest.RETRY_MAX_DELAY
 
@@ -625,33 +625,33 @@ def test_retry_after_is_honoured_within_bounds(serve, ca_file):
 @pytest.mark.parametrize('status, error', [(400, 'No CDRS'), (501, 'Not implemented'), (429, 'Too many requests')])
 def test_other_errors_are_not_retried(serve, ca_file, status, error):
     server = serve(json_reply(status, {'error': error}), json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_rest.RestError, match='HTTP %d: %s' % (status, error)):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_rest.RestError, match='HTTP %d: %s' % (status, error)):
+        client.balance(ACCOUNT)
     assert len(server.requests) == 1
 
 
 def test_redirects_are_not_followed(serve, ca_file):
     server = serve((302, {'Location': 'https://elsewhere.example/v1/'}, b''), json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        with pytest.raises(_tls.ProtocolError, match='redirected to https://elsewhere.example/v1/'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file)
+    with pytest.raises(_tls.ProtocolError, match='redirected to https://elsewhere.example/v1/'):
+        client.balance(ACCOUNT)
     assert len(server.requests) == 1
 
 
 def test_timeout_is_retried(serve, ca_file):
     server = serve(('hang', 2), json_reply(200, BALANCE))
     sleeps = Sleeps()
-    with client_for(server, ca_file, timeout=0.5, sleep=sleeps) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, timeout=0.5, sleep=sleeps)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
     assert len(server.requests) == 2 and sleeps == [_rest.RETRY_MIN_DELAY]
 
 
 def test_timeout_after_the_last_attempt(serve, ca_file):
     server = serve(('hang', 2), ('hang', 2))
-    with client_for(server, ca_file, timeout=0.3, retries=1) as client:
-        with pytest.raises(_tls.MagratheaTimeout, match='localhost:%d/v1/account/balance/MAG000001 within 0.3s.*all 2 attempts' % server.port):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, timeout=0.3, retries=1)
+    with pytest.raises(_tls.MagratheaTimeout, match='localhost:%d/v1/account/balance/MAG000001 within 0.3s.*all 2 attempts' % server.port):
+        client.balance(ACCOUNT)
 
 
 @pytest.mark.parametrize('slow', ['headers', 'body'])
@@ -666,9 +666,9 @@ def test_a_reply_sent_one_byte_at_a_time_ends_at_the_deadline(serve, ca_file, sl
         drip(tls, request)
     drip = Drip(head + body if slow == 'headers' else body, 0.1)
     server = serve(reply)
-    with client_for(server, ca_file, timeout=1, retries=0) as client:
-        with pytest.raises(_tls.MagratheaTimeout, match='within 1s') as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, timeout=1, retries=0)
+    with pytest.raises(_tls.MagratheaTimeout, match='within 1s') as caught:
+        client.balance(ACCOUNT)
     assert 'whole' in str(caught.value)
     assert drip.done.wait(10)
     assert drip.sent < len(drip.data)
@@ -689,16 +689,16 @@ def test_connection_refused_names_endpoint(ca_file):
 def test_pin_match(serve, ca_file, algorithm):
     server = serve(json_reply(200, BALANCE))
     pin = pki.fingerprints(server.certificate)[algorithm].lower()
-    with client_for(server, ca_file, fingerprint=pin) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, fingerprint=pin)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
 
 
 def test_pins_for_a_certificate_rotation(serve, ca_file, authority):
     server = serve(json_reply(200, BALANCE))
     other, dummy = authority.issue()
     pins = [pki.fingerprints(other)['sha256'], pki.fingerprints(server.certificate)['sha1']]
-    with client_for(server, ca_file, fingerprint=pins) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, fingerprint=pins)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
 
 
 @pytest.mark.parametrize('algorithm', ['sha1', 'sha256'])
@@ -706,9 +706,9 @@ def test_pin_mismatch_sends_no_credentials(serve, ca_file, authority, algorithm)
     server = serve(json_reply(200, BALANCE))
     others = [authority.issue()[0] for dummy in range(2)]
     pinned = [pki.fingerprints(other)[algorithm] for other in others]
-    with client_for(server, ca_file, fingerprint=pinned, retries=2) as client:
-        with pytest.raises(_tls.PinMismatchError) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, fingerprint=pinned, retries=2)
+    with pytest.raises(_tls.PinMismatchError) as caught:
+        client.balance(ACCOUNT)
     message = str(caught.value)
     assert all(pin in message for pin in pinned) and pki.fingerprints(server.certificate)[algorithm] in message
     assert 'localhost:%d' % server.port in message and 'Nothing was sent' in message
@@ -720,18 +720,18 @@ def test_pin_mismatch_sends_no_credentials(serve, ca_file, authority, algorithm)
 def test_a_pin_does_not_waive_the_host_name_check(serve, ca_file):
     server = serve(json_reply(200, BALANCE), hosts=('billing.example',))
     pin = pki.fingerprints(server.certificate)['sha256']
-    with client_for(server, ca_file, fingerprint=pin) as client:
-        with pytest.raises(_tls.TLSVerifyError, match='match'):
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, fingerprint=pin)
+    with pytest.raises(_tls.TLSVerifyError, match='match'):
+        client.balance(ACCOUNT)
     server.stop()
     assert server.requests == []
 
 
 def test_pin_is_checked_without_verification(serve, ca_file):
     server = serve(json_reply(200, BALANCE), signer=pki.CertificateAuthority('Someone Else'))
-    with client_for(server, None, validate_certs=False, fingerprint='00' * 32) as client:
-        with pytest.raises(_tls.PinMismatchError):
-            client.balance(ACCOUNT)
+    client = client_for(server, None, validate_certs=False, fingerprint='00' * 32)
+    with pytest.raises(_tls.PinMismatchError):
+        client.balance(ACCOUNT)
     server.stop()
     assert server.requests == []
 
@@ -742,9 +742,9 @@ def test_pin_is_checked_without_verification(serve, ca_file):
 ])
 def test_bad_certificate_is_refused_before_sending(serve, ca_file, issue, reason):
     server = serve(json_reply(200, BALANCE), **issue)
-    with client_for(server, ca_file, retries=2) as client:
-        with pytest.raises(_tls.TLSVerifyError, match=reason) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, retries=2)
+    with pytest.raises(_tls.TLSVerifyError, match=reason) as caught:
+        client.balance(ACCOUNT)
     assert 'install the Magrathea root CA' in str(caught.value)
     server.stop()
     assert server.requests == []
@@ -752,8 +752,8 @@ def test_bad_certificate_is_refused_before_sending(serve, ca_file, issue, reason
 
 def test_validate_certs_false_accepts_any_certificate(serve):
     server = serve(json_reply(200, BALANCE), signer=pki.CertificateAuthority('Someone Else'), hosts=('elsewhere.example',))
-    with client_for(server, None, validate_certs=False) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, None, validate_certs=False)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
 
 
 def test_without_ca_path_the_system_store_is_used(serve, ca_file, monkeypatch):
@@ -761,9 +761,9 @@ def test_without_ca_path_the_system_store_is_used(serve, ca_file, monkeypatch):
     monkeypatch.setenv('SSL_CERT_FILE', ca_file)
     monkeypatch.setenv('SSL_CERT_DIR', '/nonexistent')
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, None) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
-        assert client.endpoint.context().cert_store_stats()['x509_ca'] == 1
+    client = client_for(server, None)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    assert client.endpoint.context().cert_store_stats()['x509_ca'] == 1
 
 
 def test_ca_bundles_of_other_clients_in_the_environment_are_ignored(serve, ca_file, monkeypatch):
@@ -772,16 +772,16 @@ def test_ca_bundles_of_other_clients_in_the_environment_are_ignored(serve, ca_fi
     monkeypatch.setenv('SSL_CERT_FILE', '/nonexistent')
     monkeypatch.setenv('SSL_CERT_DIR', '/nonexistent')
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, None, retries=0) as client:
-        with pytest.raises(_tls.TLSVerifyError):
-            client.balance(ACCOUNT)
+    client = client_for(server, None, retries=0)
+    with pytest.raises(_tls.TLSVerifyError):
+        client.balance(ACCOUNT)
 
 
 def test_ca_path_is_the_only_trust(serve, ca_file):
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, ca_file) as client:
-        client.balance(ACCOUNT)
-        assert client.endpoint.context().cert_store_stats()['x509_ca'] == 1
+    client = client_for(server, ca_file)
+    client.balance(ACCOUNT)
+    assert client.endpoint.context().cert_store_stats()['x509_ca'] == 1
 
 
 def test_a_missing_ca_file_is_found_before_connecting(serve):
@@ -813,8 +813,8 @@ def test_through_a_proxy(serve, ca_file, proxy, monkeypatch, how):
         options['proxy'] = proxy.url
     else:
         monkeypatch.setenv('https_proxy', proxy.url)
-    with client_for(server, ca_file, **options) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, **options)
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
     assert [connect.split('\r\n')[0] for connect in proxy.requests] == ['CONNECT localhost:%d HTTP/1.1' % server.port]
     # The proxy saw the tunnel, never the request inside it.
     assert TOKEN not in proxy.requests[0]
@@ -826,8 +826,8 @@ def test_no_proxy_and_use_proxy_false_connect_directly(serve, ca_file, proxy, mo
     if 'no_proxy' in setting:
         monkeypatch.setenv('no_proxy', setting['no_proxy'])
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, ca_file, use_proxy=setting.get('use_proxy', True)) as client:
-        assert client.balance(ACCOUNT).funds == Decimal('125.50')
+    client = client_for(server, ca_file, use_proxy=setting.get('use_proxy', True))
+    assert client.balance(ACCOUNT).funds == Decimal('125.50')
     assert proxy.requests == [] and len(server.requests) == 1
 
 
@@ -836,9 +836,9 @@ def test_a_proxy_that_is_down_is_named_without_its_password(serve, ca_file):
     port = listener.getsockname()[1]
     listener.close()
     server = serve(json_reply(200, BALANCE))
-    with client_for(server, ca_file, proxy='http://proxyuser:proxy-Secret-8@127.0.0.1:%d' % port, retries=0) as client:
-        with pytest.raises(_tls.MagratheaConnectionError, match='proxy 127.0.0.1:%d' % port) as caught:
-            client.balance(ACCOUNT)
+    client = client_for(server, ca_file, proxy='http://proxyuser:proxy-Secret-8@127.0.0.1:%d' % port, retries=0)
+    with pytest.raises(_tls.MagratheaConnectionError, match='proxy 127.0.0.1:%d' % port) as caught:
+        client.balance(ACCOUNT)
     assert 'proxy-Secret-8' not in str(caught.value)
 
 
@@ -859,8 +859,8 @@ def test_the_client_runs_on_the_standard_library_alone(serve, ca_file, python):
     script = (
         'import sys; sys.path.insert(0, %r)\n'
         'from ansible_collections.magrathea.secure.plugins.module_utils import _rest\n'
-        'with _rest.RestClient(%r, %r, %r, ca_path=%r, timeout=5) as client:\n'
-        '    print(_rest.money_text(client.balance(%r).total))\n'
+        'client = _rest.RestClient(%r, %r, %r, ca_path=%r, timeout=5)\n'
+        'print(_rest.money_text(client.balance(%r).total))\n'
         'print(sorted(name for name in sys.modules if name.split(".")[0] in ("requests", "urllib3", "ansible")))\n'
     ) % (COLLECTIONS, server.url, USER, PASSWORD, ca_file, ACCOUNT)
     result = subprocess.run([python, '-S', '-c', script], capture_output=True, text=True, timeout=60, check=False)
@@ -877,11 +877,11 @@ def test_against_the_sandbox_rest_server(authority, ca_file, tmp_path):
     server = RestServer(ssl_context=context, username=USER, password=PASSWORD, account=ACCOUNT, funds='0.30',
                         promofunds='0.10', numeric_money=True).start()
     try:
-        with _rest.RestClient(server.url, USER, PASSWORD, ca_path=ca_file, timeout=5) as client:
-            balance = client.balance(ACCOUNT)
-            assert (balance.funds, balance.total) == (Decimal('0.30'), Decimal('0.40'))
-            with pytest.raises(_tls.AuthenticationError, match='Wrong username, password or account'):
-                client.balance('MAG999999')
+        client = _rest.RestClient(server.url, USER, PASSWORD, ca_path=ca_file, timeout=5)
+        balance = client.balance(ACCOUNT)
+        assert (balance.funds, balance.total) == (Decimal('0.30'), Decimal('0.40'))
+        with pytest.raises(_tls.AuthenticationError, match='Wrong username, password or account'):
+            client.balance('MAG999999')
     finally:
         server.stop()
 
