@@ -185,6 +185,10 @@ class ServerEvents:
         self.peak = 0
         self.commands = collections.Counter()
         self._lock = threading.Lock()
+        if log_path:
+            # The log exists from the start: a reader may look before the first connection.
+            with open(log_path, "a", encoding="utf-8"):
+                pass
 
     def record(self, event, peer, **detail):
         with self._lock:
