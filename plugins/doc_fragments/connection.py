@@ -56,12 +56,6 @@ notes:
     empty on the controller counts as unset there."
 '''
 
-    DIRECT = r'''
-notes:
-  - The connection is made directly to O(host) and O(port); HTTP proxy settings (E(https_proxy), E(no_proxy)) do not
-    apply to NTSAPI or explicit FTPS.
-'''
-
     NTSAPI = r'''
 options:
   host:
@@ -87,6 +81,9 @@ options:
       - Password of the NTSAPI account. Never logged, never put on a command line.
       - Falls back to E(MAGRATHEA_NTSAPI_PASSWORD) (on the controller, then on the managed host).
     type: str
+notes:
+  - The connection goes straight to O(host) and O(port); HTTP proxy settings (E(https_proxy), E(no_proxy)) do not apply
+    to NTSAPI.
 '''
 
     CDR = r'''
@@ -114,6 +111,9 @@ options:
       - Password of the CDR server account. Never logged, never put on a command line.
       - Falls back to E(MAGRATHEA_CDR_PASSWORD) (on the controller, then on the managed host).
     type: str
+notes:
+  - The connection goes straight to O(host) and O(port); HTTP proxy settings (E(https_proxy), E(no_proxy)) do not apply
+    to explicit FTPS.
 '''
 
     REST = r'''

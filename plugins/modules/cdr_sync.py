@@ -155,7 +155,6 @@ seealso:
 extends_documentation_fragment:
   - magrathea.secure.connection
   - magrathea.secure.connection.cdr
-  - magrathea.secure.connection.direct
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - ansible.builtin.files

@@ -28,7 +28,6 @@ author:
 extends_documentation_fragment:
   - magrathea.secure.connection
   - magrathea.secure.connection.ntsapi
-  - magrathea.secure.connection.direct
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
 attributes:
@@ -48,7 +47,7 @@ options:
       - C(ALTEN <pattern>) finds ten free numbers that differ only in their last digit (V(ALTEN 01792______));
         the first word of its reply names them with V(_) for the last digit; allocate the ten with
         M(magrathea.secure.ntsapi_number), as the examples show. Whether Magrathea's server holds the range for you is not
-        published, so C(ALTEN) counts as a change; it is not sent in check mode and reports RV(changed=true).
+        published, so C(ALTEN) counts as a change; it is not sent in check mode and reports C(changed=true).
     type: list
     elements: str
     required: true

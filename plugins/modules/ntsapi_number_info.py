@@ -24,7 +24,6 @@ author:
 extends_documentation_fragment:
   - magrathea.secure.connection
   - magrathea.secure.connection.ntsapi
-  - magrathea.secure.connection.direct
   - magrathea.secure.attributes
   - magrathea.secure.attributes.actiongroup_magrathea
   - magrathea.secure.attributes.info_module
