@@ -45,7 +45,7 @@ MATRIX_REQUIREMENTS := $(MATRIX_DIR)/requirements-ansible-core-$(MATRIX_ANSIBLE_
 MATRIX_TARGETS := cdr_sync trust_role ntsapi_number balance_info
 
 .PHONY: help venv collection deps demo-deps ansible-test-offline sandbox-up sandbox-down demo test sanity units sandbox-tests integration \
-	test-tree test-playbooks test-trust-clients test-packaged matrix fleet-test license-lint lint docs docs-lint changelog ee bench-ntsapi bench-cdr \
+	test-tree test-playbooks test-trust-clients test-packaged test-fresh-machine matrix fleet-test license-lint lint docs docs-lint changelog ee bench-ntsapi bench-cdr \
 	bench-trust clean
 
 help:
@@ -121,6 +121,10 @@ integration: venv deps collection test-tree
 test-playbooks: venv deps collection
 	tests/utils/test_playbooks.sh
 
+# README's first command on a bare Debian 12 root (debootstrap, chroot, private mount namespace): make demo must pass.
+test-fresh-machine:
+	tests/utils/fresh_machine_demo.sh
+
 # The built collection as Galaxy users get it: installed into a fresh venv with requirements.txt only, run from outside
 # the repository against a sandbox (tests/utils/test_packaged.sh).
 test-packaged: venv deps
@@ -193,6 +197,7 @@ test: venv deps
 	$(MAKE) --no-print-directory test-playbooks
 	$(MAKE) --no-print-directory test-trust-clients
 	$(MAKE) --no-print-directory test-packaged
+	$(MAKE) --no-print-directory test-fresh-machine
 	$(MAKE) --no-print-directory fleet-test
 	$(MAKE) --no-print-directory matrix
 

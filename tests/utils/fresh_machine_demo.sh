@@ -8,7 +8,7 @@
 # root in a chroot inside a private mount namespace. Passes when `make demo` exits 0 and the root's own trust stores
 # (system bundle and anchors, Java cacerts, root's NSS database) do not hold the demo's sandbox CA afterwards.
 #
-#   tests/utils/fresh_machine_demo.sh        (needs root, the Debian mirror and PyPI; about 5 minutes;
+#   tests/utils/fresh_machine_demo.sh        (needs root, the Debian mirror and PyPI; about 1.5 minutes here;
 #                                             root and logs in build/fresh-machine/; committed HEAD only)
 #
 # Two things come from this machine's network setup, not from the project: resolv.conf, and the CA bundle that
