@@ -122,34 +122,51 @@ def _parse_date(value):
     return datetime.date.fromisoformat(value)
 
 
-def _available_at(calldate):
-    """When the file for ``calldate`` appears: 01:00 UTC the next day, never in the future."""
-    moment = datetime.datetime.combine(calldate + datetime.timedelta(days=1), datetime.time(1, 0), datetime.timezone.utc)
-    return min(moment.timestamp(), time.time())
+# Magrathea publishes the file for a day's calls at 01:00 UTC the next day.
+_PUBLISHED_AFTER = datetime.timedelta(days=1, hours=1)
+# How long the newest default file has been out: long enough for a sync and its rerun to agree (a file that changed in
+# the minute a listing shows, or minutes before, needs an MDTM on the rerun, and cdr_sync then rewrites its manifest).
+_SETTLED = datetime.timedelta(hours=1)
 
 
-def write_cdr_zip(path, calldate, csv_text, compress=True):
-    """Write ``csv_text`` as the only member of the ZIP ``path`` (member named like the ZIP, ending .csv)."""
+def _published_at(calldate):
+    return datetime.datetime.combine(calldate, datetime.time(0, 0), datetime.timezone.utc) + _PUBLISHED_AFTER
+
+
+def _newest_settled(now):
+    """The call date of the newest file that had been published for _SETTLED at ``now`` (seconds since the epoch)."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.timezone.utc) - _SETTLED - _PUBLISHED_AFTER
+    return moment.date()
+
+
+def write_cdr_zip(path, calldate, csv_text, compress=True, now=None):
+    """Write ``csv_text`` as the only member of the ZIP ``path`` (member named like the ZIP, ending .csv).
+
+    Its mtime is when Magrathea publishes the file, or ``now`` if that is still to come.
+    """
     member = zipfile.ZipInfo(os.path.splitext(os.path.basename(path))[0] + ".csv", date_time=(calldate.year, calldate.month, calldate.day, 23, 59, 58))
     member.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     member.external_attr = 0o644 << 16
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(member, csv_text.encode("utf-8"))
-    available = _available_at(calldate)
+    available = min(_published_at(calldate).timestamp(), time.time() if now is None else now)
     os.utime(path, (available, available))
 
 
 def generate_cdr_files(directory, count=7, name_format=DEFAULT_NAME_FORMAT, account="MAG000001", start=None, rows=20, size=None,
-                       columns=KNOWN_COLUMNS, headers=None, seed=DEFAULT_SEED):
+                       columns=KNOWN_COLUMNS, headers=None, seed=DEFAULT_SEED, now=None):
     """Write ``count`` daily CDR ZIP files into ``directory``; returns their paths, oldest first.
 
     ``start`` (a date or YYYY-MM-DD) is the first call date; by default the
-    files end with yesterday's calls. ``name_format`` is formatted with
-    ``account`` and ``date``. Each file's mtime is the day after its call
-    date. With ``size`` the CSV is stored uncompressed and grown with calls
-    until the ZIP is about ``size`` bytes.
+    files end with the newest one published an hour or more before ``now``
+    (seconds since the epoch; the clock by default): yesterday's calls from
+    02:00 UTC, the day before's until then. ``name_format`` is formatted with
+    ``account`` and ``date``. Each file's mtime is when it was published,
+    01:00 UTC the day after its call date. With ``size`` the CSV is stored
+    uncompressed and grown with calls until the ZIP is about ``size`` bytes.
     """
-    start = _parse_date(start) or datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=count)
+    now = time.time() if now is None else now
+    start = _parse_date(start) or _newest_settled(now) - datetime.timedelta(days=count - 1)
     os.makedirs(directory, exist_ok=True)
     paths = []
     for offset in range(count):
@@ -157,6 +174,6 @@ def generate_cdr_files(directory, count=7, name_format=DEFAULT_NAME_FORMAT, acco
         path = os.path.join(directory, name_format.format(account=account, date=calldate))
         min_bytes = size - _ZIP_OVERHEAD - 2 * len(os.path.basename(path)) if size else 0
         text = cdr_csv(calldate, account=account, rows=rows, columns=columns, headers=headers, seed=seed, min_bytes=min_bytes)
-        write_cdr_zip(path, calldate, text, compress=not size)
+        write_cdr_zip(path, calldate, text, compress=not size, now=now)
         paths.append(path)
     return paths

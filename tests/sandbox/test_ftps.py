@@ -643,7 +643,26 @@ def test_cdr_size_pads_with_stored_calls(tmp_path):
         assert len(text.split("\r\n")) > 500
 
 
-def test_cdr_default_dates_end_yesterday(tmp_path):
+def utc(*fields):
+    return datetime.datetime(*fields, tzinfo=datetime.timezone.utc)
+
+
+@pytest.mark.parametrize("now, newest", [
+    # Yesterday's file is out at 01:00 UTC; by 02:00 it has been out an hour.
+    (utc(2024, 3, 2, 2, 0), "20240301"),
+    (utc(2024, 3, 2, 23, 59), "20240301"),
+    # Between midnight and 02:00 the newest file is the one published at 01:00 the day before: no file is minutes old,
+    # so a sync and its rerun agree whatever the hour the sandbox starts (a fresh file needs an MDTM on the rerun).
+    (utc(2024, 3, 2, 0, 30), "20240229"),
+    (utc(2024, 3, 2, 1, 30), "20240229"),
+])
+def test_cdr_default_files_end_with_the_newest_settled_one(tmp_path, now, newest):
+    paths = generate_cdr_files(tmp_path, count=2, now=now.timestamp())
+    assert os.path.basename(paths[-1]) == "MAG000001_%s.zip" % newest
+    assert max(os.path.getmtime(path) for path in paths) <= now.timestamp() - 3600
+
+
+def test_cdr_default_files_end_yesterday_now(tmp_path):
     paths = generate_cdr_files(tmp_path, count=2)
-    yesterday = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=1)
-    assert os.path.basename(paths[-1]) == "MAG000001_%s.zip" % yesterday.strftime("%Y%m%d")
+    settled = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=2)
+    assert os.path.basename(paths[-1]) == "MAG000001_%s.zip" % (settled.date() - datetime.timedelta(days=1)).strftime("%Y%m%d")
